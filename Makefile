@@ -1,0 +1,21 @@
+# The two commands of the README: `make run` (the main job) and `make test`.
+# Both create .venv on first use (scripts/setup-venv.sh) and reuse it afterwards.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test bench lint
+
+setup:
+	@bash scripts/setup-venv.sh
+
+run: setup
+	$(BIN)/adastudy theory --classes 10575
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python benchmarks/heads.py --markdown
+
+lint: setup
+	$(BIN)/ruff check adastudy tests benchmarks
