@@ -1,0 +1,217 @@
+"""The ``adastudy`` command line: thin Typer commands that parse, call one function, print.
+
+Any `AdastudyError` (a user error) becomes one line ``error: <message>`` on stderr and
+exit code 2, with the traceback before it only under ``adastudy --debug ...``. The
+handling lives in the app's group (`_Group.invoke`), so every command gets it, under
+`main` and under ``typer.testing.CliRunner`` alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from adastudy import __version__
+from adastudy.errors import AdastudyError, ParameterError
+
+__all__ = ["app", "main"]
+
+DEFAULT_SCALES = (8.0, 16.0, 32.0, 64.0)
+DEFAULT_MARGINS_RAD = (0.2, 0.35, 0.5)
+DEFAULT_MARGIN_SCALE = 64.0
+DEFAULT_THEORY_OUT = Path("runs/theory")
+
+
+def _fail(exc: AdastudyError, *, debug: bool) -> NoReturn:
+    """Print ``error: <message>`` (after the traceback when ``debug``) and exit 2."""
+    if debug:
+        typer.echo("".join(traceback.format_exception(exc)).rstrip("\n"), err=True)
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+class _Group(TyperGroup):
+    """The app's group: turns an `AdastudyError` from any command into `_fail`."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AdastudyError as exc:
+            _fail(exc, debug=bool(ctx.params.get("debug", False)))
+
+
+app = typer.Typer(
+    name="adastudy",
+    cls=_Group,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="Hyperparameter studies of cosine-softmax losses (CosFace, ArcFace) against AdaCos.",
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"adastudy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of user errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Hyperparameter studies of cosine-softmax losses (CosFace, ArcFace) against AdaCos."""
+
+
+def parse_float_list(values: list[str] | None, name: str) -> list[float] | None:
+    """Floats from repeated and/or comma-separated option values (``--s 16,32 --s 64``).
+
+    Returns None when the option was not given. Raises `ParameterError` naming the
+    option on anything that is not a finite number.
+    """
+    if not values:
+        return None
+    numbers: list[float] = []
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            try:
+                number = float(item)
+            except ValueError:
+                raise ParameterError(f"{name} takes numbers, got {item!r}") from None
+            if not math.isfinite(number):
+                raise ParameterError(f"{name} takes finite numbers, got {item!r}")
+            numbers.append(number)
+    return numbers
+
+
+def _format_probability(p: float) -> str:
+    if p == 1.0:
+        return "1"
+    if p == 0.0:
+        return "0"
+    if p < 1e-3:
+        return f"{p:.3e}"
+    if 1.0 - p < 1e-3:
+        return f"1 - {1.0 - p:.3e}"
+    return f"{p:.4f}"
+
+
+@app.command()
+def theory(
+    classes: Annotated[int, typer.Option("--classes", "-C", help="Number of classes C (> 2).")],
+    scales: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--s",
+            metavar="S[,S...]",
+            help="Scale(s) s for NormFace rows and panel (a); repeat or comma-separate. "
+            f"Default: {', '.join(f'{s:g}' for s in DEFAULT_SCALES)}.",
+            show_default=False,
+        ),
+    ] = None,
+    margins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--m",
+            metavar="M[,M...]",
+            help="Margin(s) m in radians for CosFace / ArcFace; repeat or comma-separate. "
+            f"Default: {', '.join(f'{m:g}' for m in DEFAULT_MARGINS_RAD)}.",
+            show_default=False,
+        ),
+    ] = None,
+    margin_scale: Annotated[
+        float, typer.Option("--margin-scale", help="Scale s used with the margins.")
+    ] = DEFAULT_MARGIN_SCALE,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the figure (PNG and SVG).")
+    ] = DEFAULT_THEORY_OUT,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")
+    ] = False,
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="Do not draw the figure.")] = False,
+) -> None:
+    """Closed-form P(θ) of each head at θ = 0, π/4, π/2, and the paper's Figure 2.
+
+    With B ≈ C − 1: P(θ) = e^f / (e^f + C − 1), f = s · target_cosine(θ); the fixed
+    AdaCos scale is s_f = √2 ln(C − 1).
+    """
+    from adastudy import theory as closed_form
+
+    scale_values = parse_float_list(scales, "--s") or list(DEFAULT_SCALES)
+    margin_values = parse_float_list(margins, "--m") or list(DEFAULT_MARGINS_RAD)
+
+    # Every row validates C, s and m, so nothing is written for a bad parameter.
+    s_f = closed_form.fixed_scale(classes)
+    rows = closed_form.target_probability_rows(
+        classes, scale_values, margin_values, margin_scale=margin_scale
+    )
+    figures: list[Path] = []
+    if not no_plot:
+        from adastudy.theory_plot import plot_target_probability
+
+        figures = plot_target_probability(
+            classes, scale_values, margin_values, margin_scale=margin_scale, out_dir=out
+        )
+
+    if as_json:
+        payload = {
+            "num_classes": classes,
+            "fixed_scale": s_f,
+            "rows": [row.as_dict() for row in rows],
+            "figures": [str(path) for path in figures],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+
+    # Plain lines through typer.echo: rich would wrap long paths at the console width.
+    typer.echo(f"s_f = {s_f:.2f}")
+    table = Table(title=f"P(θ) with B ≈ C − 1, C = {classes:,}")
+    for column in ("head", "s", "m (rad)", "P(θ=0)", "P(θ=π/4)", "P(θ=π/2)"):
+        table.add_column(column, justify="left" if column == "head" else "right")
+    for row in rows:
+        table.add_row(
+            row.head,
+            f"{row.s:.2f}",
+            f"{row.m:g}",
+            *(_format_probability(p) for p in (row.p_theta_0, row.p_theta_pi_4, row.p_theta_pi_2)),
+        )
+    Console().print(table)
+    for path in figures:
+        typer.echo(f"wrote {path}")
+
+
+def main() -> None:
+    """Console-script entry point (``adastudy``).
+
+    Commands already turn user errors into ``error: ...`` and exit 2 (see `_Group`);
+    this also catches one raised outside a command, e.g. while parsing global options.
+    """
+    try:
+        app(prog_name="adastudy")
+    except AdastudyError as exc:
+        try:
+            _fail(exc, debug="--debug" in sys.argv[1:])
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
