@@ -1,0 +1,462 @@
+"""Classification heads of the cosine-softmax family, on one `CosineHead` skeleton.
+
+Every head maps embeddings `x` (N, D) and labels `y` (N,) to logits (N, C) for a plain
+cross-entropy. The skeleton computes the cosines `cos θ_ij = <x̂_i, Ŵ_j>` in float32 (or
+float64 for float64 inputs), lets the head change the target column (the margin) and pick
+the scale, and multiplies: `f_ij = s · cos θ_ij`, `f_i,y_i = s · target(cos θ_i,y_i)`.
+
+| head           | target(cos θ)                                 | s                               |
+|----------------|-----------------------------------------------|---------------------------------|
+| softmax        | unnormalised `<x, W_y> + b_y`                 | 1 (none)                        |
+| normface       | cos θ                                         | fixed                           |
+| cosface        | cos θ − m                                     | fixed                           |
+| arcface        | cos(θ + m) if θ < π − m, else cos θ − m sin m | fixed                           |
+| adacos-fixed   | cos θ                                         | √2 ln(C − 1)                    |
+| adacos-dynamic | cos θ                                         | ln B_avg / cos(min(π/4, θ_med)) |
+
+Without labels, with every label −1, or in eval mode, a head returns `s · cos` (raw logits
+for softmax): no margin and no AdaCos update. A label of −1 leaves its row untouched.
+
+After each training forward with labels, `head.statistics` holds what the paper plots, as
+0-d device tensors (no host sync): see `STATISTICS`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from adastudy.errors import ParameterError
+from adastudy.theory import HEAD_NAMES, check_margin, check_scale, fixed_scale
+
+#: Names of the per-batch statistics every head records in `head.statistics`.
+#: - ``s``: the scale used for this batch's logits (1 for softmax).
+#: - ``theta_med_rad``: median target angle (lower median, as `torch.median`).
+#: - ``theta_mean_rad``: mean target angle.
+#: - ``cos_nontarget_mean``: mean cosine to the non-target class centres.
+#: - ``p_target_mean``: mean predicted probability of the true class (margin included).
+#: - ``ln_b_avg``: ln of the batch mean of B_i = Σ_{k≠y_i} exp(s cos θ_ik); for
+#:   adacos-dynamic at the previous scale s(t−1), as in its update rule.
+#: - ``ln_b_avg_ratio``: ln B_avg / ln(C − 1); 1 when B_avg = C − 1 (claim C5).
+STATISTICS = (
+    "s",
+    "theta_med_rad",
+    "theta_mean_rad",
+    "cos_nontarget_mean",
+    "p_target_mean",
+    "ln_b_avg",
+    "ln_b_avg_ratio",
+)
+
+# Keeps sqrt(1 - cos²) and its gradient finite at cos = ±1 in ArcFace; its effect on
+# the value is below float32 resolution of the angle (sqrt(1e-12) = 1e-6 rad).
+_SIN_EPS = 1e-12
+
+
+class CosineHead(nn.Module):
+    """Skeleton of a cosine-softmax head. Subclasses override `target_cosine` (the
+    margin) and/or `next_scale` (with `adaptive = True`); softmax overrides `similarity`.
+
+    Args:
+        num_classes: C, the number of classes (rows of `weight`).
+        embedding_dim: D, the size of an embedding.
+        s: the (initial) scale.
+    """
+
+    name = "normface"
+    #: True for heads whose scale changes in training (`next_scale` is called).
+    adaptive = False
+    #: True for heads whose `target_cosine` is not the identity.
+    has_margin = False
+
+    def __init__(self, num_classes: int, embedding_dim: int, s: float) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.embedding_dim = embedding_dim
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
+        nn.init.xavier_uniform_(self.weight)
+        # The scale is state (AdaCos changes it), so it lives in a buffer and is saved
+        # with the model in its state_dict.
+        self.register_buffer("current_scale", torch.tensor(float(s), dtype=torch.float32))
+        self.track_statistics = True
+        self.statistics: dict[str, Tensor] = {}
+        self._workspace: Tensor | None = None
+        # ln(C - 1) normalises ln B_avg; C = 2 gives 0, where the ratio is undefined.
+        self._ln_c_minus_1 = math.log(num_classes - 1) if num_classes > 2 else float("nan")
+
+    @property
+    def scale(self) -> float:
+        """The current scale s as a Python float (reads the device: not for hot loops)."""
+        return float(self.current_scale)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}"
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        # `.half()` / `.bfloat16()` would round s (s_f = 13.10 becomes 13.1016 in
+        # float16) and make every AdaCos update drift: the scale stays float32.
+        scale = self.current_scale
+        result = super()._apply(fn, recurse)
+        if self.current_scale.dtype in (torch.float16, torch.bfloat16):
+            self.current_scale = scale.to(device=self.current_scale.device, dtype=torch.float32)
+        return result
+
+    # -- the steps a head may override -------------------------------------------------
+
+    def similarity(self, embeddings: Tensor) -> Tensor:
+        """cos θ_ij for every sample and class, (N, C), in float32 (float64 for float64
+        inputs) even under autocast: angles in half precision lose the margin."""
+        dtype = torch.promote_types(embeddings.dtype, torch.float32)
+        with torch.autocast(embeddings.device.type, enabled=False):
+            x = F.normalize(embeddings.to(dtype), dim=1)
+            w = F.normalize(self.weight.to(dtype), dim=1)
+            return x @ w.t()
+
+    def target_cosine(self, cos_target: Tensor) -> Tensor:
+        """The target column after the margin, before the scale. Identity: no margin."""
+        return cos_target
+
+    def next_scale(self, batch: _BatchGeometry, previous_scale: Tensor) -> Tensor:
+        """The scale for this batch (only called when `adaptive`)."""
+        return previous_scale
+
+    def target_cosines(
+        self, embeddings: Tensor, sim: Tensor, sim_target: Tensor, index: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """(cos θ_i,y_i, mean over k ≠ y_i of cos θ_ik), each (N,), for the statistics."""
+        row_sum = sim.sum(dim=1)
+        return sim_target, (row_sum - sim_target) / max(self.num_classes - 1, 1)
+
+    # -- the skeleton -------------------------------------------------------------------
+
+    def forward(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits (N, C): `s · cos` with the margin on the target column in training."""
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.embedding_dim:
+            raise ParameterError(
+                f"embeddings must have shape (N, {self.embedding_dim}), "
+                f"got {tuple(embeddings.shape)}"
+            )
+        sim = self.similarity(embeddings)
+        previous_scale = self.current_scale.to(sim.dtype)
+        if labels is None or not self.training:
+            return sim * previous_scale
+
+        labels = labels.to(device=sim.device, dtype=torch.long).reshape(-1, 1)
+        valid = labels.squeeze(1) >= 0
+        index = labels.clamp(min=0)
+        sim_target = sim.gather(1, index).squeeze(1)
+
+        batch = None
+        scale = previous_scale
+        if self.track_statistics or self.adaptive:
+            batch = _BatchGeometry.measure(
+                sim.detach(), index, valid, previous_scale, self._workspace_like(sim)
+            )
+        if self.adaptive:
+            with torch.no_grad():
+                scale = self.next_scale(batch, previous_scale)
+
+        logits = sim * scale
+        new_target = sim_target
+        if self.has_margin:
+            margin = torch.where(valid, self.target_cosine(sim_target) - sim_target, 0.0)
+            new_target = sim_target + margin
+            # Added in place: the backward of scatter_add_ passes the gradient through
+            # unchanged, where scatter_ (or a copy) would cost one more (N, C) pass.
+            logits.scatter_add_(1, index, (margin * scale).unsqueeze(1))
+
+        if self.track_statistics:
+            with torch.no_grad():
+                self.statistics = self._statistics(
+                    embeddings, sim.detach(), sim_target.detach(), new_target.detach(),
+                    index, valid, batch, scale,
+                )
+        if self.adaptive:
+            self.current_scale.copy_(scale)
+        return logits
+
+    def _workspace_like(self, sim: Tensor) -> Tensor:
+        """A scratch (N, C) tensor kept between batches (not state: never saved)."""
+        ws = self._workspace
+        if ws is None or ws.shape != sim.shape or ws.dtype != sim.dtype or ws.device != sim.device:
+            ws = self._workspace = torch.empty_like(sim)
+        return ws
+
+    def _statistics(
+        self,
+        embeddings: Tensor,
+        sim: Tensor,
+        sim_target: Tensor,
+        new_target: Tensor,
+        index: Tensor,
+        valid: Tensor,
+        batch: _BatchGeometry,
+        scale: Tensor,
+    ) -> dict[str, Tensor]:
+        """The paper's per-batch statistics over the rows with a label, as 0-d tensors."""
+        cos_target, cos_nontarget = self.target_cosines(embeddings, sim, sim_target, index)
+        theta = torch.acos(cos_target.clamp(-1.0, 1.0))
+        nan = torch.full_like(theta, float("nan"))
+        theta = torch.where(valid, theta, nan)  # NaN rows are skipped by nan-reductions
+        # B_i at the scale of this batch's logits; adacos-dynamic changed it, and its
+        # ln B_avg statistic stays the one of its update rule, at s(t-1).
+        if self.adaptive:
+            ln_b = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim))
+        else:
+            ln_b = batch.ln_b
+        # P_iy = e^{f_iy} / (e^{f_iy} + B_i) = sigmoid(f_iy - ln B_i): exact, never overflows.
+        p_target = torch.sigmoid(new_target * scale - ln_b)
+        ln_b_avg = batch.ln_b_sum - torch.log(batch.count)
+        return {
+            "s": scale.float(),
+            "theta_med_rad": theta.nanmedian().float(),
+            "theta_mean_rad": theta.nanmean().float(),
+            "cos_nontarget_mean": torch.where(valid, cos_nontarget, nan).nanmean().float(),
+            "p_target_mean": torch.where(valid, p_target, nan).nanmean().float(),
+            "ln_b_avg": ln_b_avg.float(),
+            "ln_b_avg_ratio": (ln_b_avg / self._ln_c_minus_1).float(),
+        }
+
+
+class _BatchGeometry:
+    """What both the statistics and the AdaCos update read from a batch, computed once.
+
+    Attributes (rows with label -1 excluded):
+        theta_rad: target angles θ_i,y_i, (N,), NaN on unlabelled rows.
+        ln_b: ln B_i = ln Σ_{k≠y_i} exp(s cos θ_ik) at the batch's starting scale, (N,).
+        ln_b_sum: ln Σ_i B_i over labelled rows (0-d; -inf when there are none).
+        count: number of labelled rows (0-d, same dtype).
+    """
+
+    __slots__ = ("theta_rad", "ln_b", "ln_b_sum", "count")
+
+    def __init__(self, theta_rad: Tensor, ln_b: Tensor, ln_b_sum: Tensor, count: Tensor):
+        self.theta_rad = theta_rad
+        self.ln_b = ln_b
+        self.ln_b_sum = ln_b_sum
+        self.count = count
+
+    @classmethod
+    @torch.no_grad()
+    def measure(
+        cls, sim: Tensor, index: Tensor, valid: Tensor, scale: Tensor, workspace: Tensor
+    ) -> _BatchGeometry:
+        theta = torch.acos(sim.gather(1, index).squeeze(1).clamp(-1.0, 1.0))
+        theta = torch.where(valid, theta, torch.full_like(theta, float("nan")))
+        ln_b = _log_nontarget_sum(sim, index, scale, workspace)
+        masked = torch.where(valid, ln_b, torch.full_like(ln_b, float("-inf")))
+        return cls(theta, ln_b, torch.logsumexp(masked, dim=0), valid.sum().to(sim.dtype))
+
+
+def _log_nontarget_sum(sim: Tensor, index: Tensor, scale: Tensor, workspace: Tensor) -> Tensor:
+    """ln B_i = ln Σ_{k≠y_i} exp(s · sim_ik) per row, as a log-sum-exp (never overflows).
+
+    Works in place in `workspace` (shaped like `sim`): on the CPU a fresh (N, C) tensor
+    per call costs more in page faults than the arithmetic itself.
+    """
+    scaled = torch.mul(sim, scale, out=workspace)
+    scaled.scatter_(1, index, float("-inf"))
+    row_max = scaled.amax(dim=1, keepdim=True)
+    scaled.sub_(row_max).exp_()
+    return row_max.squeeze(1) + scaled.sum(dim=1).log()
+
+
+class CosFaceHead(CosineHead):
+    """CosFace / LMCL (Wang et al. 2018): target logit s (cos θ − m)."""
+
+    name = "cosface"
+    has_margin = True
+
+    def __init__(self, num_classes: int, embedding_dim: int, s: float, m: float) -> None:
+        super().__init__(num_classes, embedding_dim, s)
+        self.margin_rad = m
+
+    def target_cosine(self, cos_target: Tensor) -> Tensor:
+        return cos_target - self.margin_rad
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, s={self.scale:g}, m={self.margin_rad:g}"
+
+
+class ArcFaceHead(CosineHead):
+    """ArcFace (Deng et al. 2019): target logit s cos(θ + m), kept non-increasing in θ.
+
+    For θ ≥ π − m, cos(θ + m) would rise again; there the target is cos θ − m sin m
+    (the insightface fallback). The margin's real gradient flows: cos(θ + m) is
+    expanded as cos θ cos m − sin θ sin m with sin θ = sqrt(max(1 − cos² θ, ε)), so the
+    gradient stays finite at cos θ = ±1.
+    """
+
+    name = "arcface"
+    has_margin = True
+
+    def __init__(self, num_classes: int, embedding_dim: int, s: float, m: float) -> None:
+        super().__init__(num_classes, embedding_dim, s)
+        self.margin_rad = m
+        self._cos_m = math.cos(m)
+        self._sin_m = math.sin(m)
+        # θ < π − m  ⇔  cos θ > cos(π − m) = −cos m
+        self._threshold = -math.cos(m)
+        self._fallback_shift = m * math.sin(m)
+
+    def target_cosine(self, cos_target: Tensor) -> Tensor:
+        cos = cos_target.clamp(-1.0, 1.0)
+        sin = (1.0 - cos * cos).clamp(min=_SIN_EPS).sqrt()
+        cos_theta_plus_m = cos * self._cos_m - sin * self._sin_m
+        return torch.where(cos > self._threshold, cos_theta_plus_m, cos - self._fallback_shift)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, s={self.scale:g}, m={self.margin_rad:g}"
+
+
+class NormFaceHead(CosineHead):
+    """NormFace / L2-softmax: s cos θ for every class."""
+
+    name = "normface"
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, s={self.scale:g}"
+
+
+class AdaCosFixedHead(CosineHead):
+    """Fixed AdaCos (Zhang et al. 2019): s_f = √2 ln(C − 1), no margin."""
+
+    name = "adacos-fixed"
+
+    def __init__(self, num_classes: int, embedding_dim: int) -> None:
+        super().__init__(num_classes, embedding_dim, fixed_scale(num_classes))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, s_f={self.scale:.4f}"
+
+
+class AdaCosDynamicHead(CosineHead):
+    """Dynamic AdaCos (Zhang et al. 2019, eq. 15-16), no margin. Per training batch:
+
+        B_avg(t) = 1/N Σ_i Σ_{k≠y_i} exp(s(t−1) cos θ_ik)
+        θ_med(t) = median of the target angles θ_i,y_i
+        s(t)     = ln B_avg(t) / cos(min(π/4, θ_med(t))),    s(0) = √2 ln(C − 1)
+
+    and the batch's logits use s(t). The median is the lower median of the rows with a
+    label (`torch.median`'s convention, as in the reference implementations). No gradient
+    flows through s. Under `torch.distributed`, B_avg is the mean over the global batch,
+    θ_med the mean of the ranks' medians, and rank 0's s is broadcast so every rank holds
+    bit-identical scales.
+    """
+
+    name = "adacos-dynamic"
+    adaptive = True
+
+    def __init__(self, num_classes: int, embedding_dim: int) -> None:
+        super().__init__(num_classes, embedding_dim, fixed_scale(num_classes))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, s0={fixed_scale(self.num_classes):.4f}"
+
+    def next_scale(self, batch: _BatchGeometry, previous_scale: Tensor) -> Tensor:
+        ln_b_sum, count, theta_med = _all_reduce_batch(
+            batch.ln_b_sum, batch.count, batch.theta_rad.nanmedian()
+        )
+        ln_b_avg = ln_b_sum - torch.log(count)
+        new = ln_b_avg / torch.cos(theta_med.clamp(max=math.pi / 4))
+        # A batch with no labelled row keeps the previous scale (no host sync to test it).
+        new = torch.where(count > 0, new, previous_scale)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(new, src=0)
+        return new
+
+
+def _all_reduce_batch(
+    ln_sum_b: Tensor, count: Tensor, theta_med: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Global-batch ln Σ B_i, row count and mean of the ranks' θ_med (local if not distributed)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return ln_sum_b, count, theta_med
+    # ln Σ_r exp(a_r) = M + ln Σ_r exp(a_r − M) with M the global max: no overflow.
+    top = ln_sum_b.clone()
+    dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    packed = torch.stack([
+        torch.exp(ln_sum_b - top).nan_to_num(0.0),
+        count,
+        torch.where(count > 0, theta_med, torch.zeros_like(theta_med)),
+        (count > 0).to(count.dtype),
+    ])
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    sum_exp, total, theta_sum, ranks_with_rows = packed.unbind()
+    return top + torch.log(sum_exp), total, theta_sum / ranks_with_rows
+
+
+class SoftmaxHead(CosineHead):
+    """Plain softmax baseline: f_ij = <x_i, W_j> + b_j, nothing normalised, s = 1.
+
+    It shares the skeleton with a scale of 1 and no margin; its statistics still give
+    the angles between embeddings and class weights.
+    """
+
+    name = "softmax"
+
+    def __init__(self, num_classes: int, embedding_dim: int) -> None:
+        super().__init__(num_classes, embedding_dim, 1.0)
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+
+    def similarity(self, embeddings: Tensor) -> Tensor:
+        dtype = torch.promote_types(embeddings.dtype, torch.float32)
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return torch.addmm(self.bias.to(dtype), embeddings.to(dtype), self.weight.to(dtype).t())
+
+    def target_cosines(
+        self, embeddings: Tensor, sim: Tensor, sim_target: Tensor, index: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        # Logits are not cosines here: recompute the cosines from the vectors. The sum
+        # over classes uses Σ_k <x̂, Ŵ_k> = <x̂, Σ_k Ŵ_k>: O((N + C) D), no (N, C) pass.
+        x = F.normalize(embeddings.detach().to(sim.dtype), dim=1)
+        w = F.normalize(self.weight.detach().to(sim.dtype), dim=1)
+        cos_target = (x * w[index.squeeze(1)]).sum(dim=1)
+        row_sum = x @ w.sum(dim=0)
+        return cos_target, (row_sum - cos_target) / max(self.num_classes - 1, 1)
+
+
+#: Default hyperparameters of each head in `HEAD_NAMES`: CosFace's and ArcFace's papers
+#: (s = 64; m = 0.35, 0.5 rad) and NormFace as pytorch-metric-learning's default (s = 20).
+DEFAULTS: dict[str, dict[str, float]] = {
+    "softmax": {},
+    "normface": {"s": 20.0},
+    "cosface": {"s": 64.0, "m": 0.35},
+    "arcface": {"s": 64.0, "m": 0.5},
+    "adacos-fixed": {},
+    "adacos-dynamic": {},
+}
+
+
+def build_head(name: str, num_classes: int, embedding_dim: int, **params: float) -> CosineHead:
+    """Build a head by name: "softmax", "normface", "cosface", "arcface", "adacos-fixed",
+    "adacos-dynamic". Parameters: `s` (normface, cosface, arcface) and `m` in radians
+    (cosface, arcface); AdaCos and softmax take none. Missing ones take `DEFAULTS`.
+    Raises `ParameterError` naming the parameter for anything impossible.
+    """
+    if name not in DEFAULTS:
+        raise ParameterError(f"unknown head {name!r}; choose one of {', '.join(HEAD_NAMES)}")
+    for key, value, low in (("num_classes", num_classes, 2), ("embedding_dim", embedding_dim, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ParameterError(f"{name}: {key} must be an integer >= {low}, got {value!r}")
+    accepted = DEFAULTS[name]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        takes = ", ".join(accepted) or "no parameters"
+        raise ParameterError(f"{name}: unexpected parameter {unknown[0]!r} ({name} takes {takes})")
+    values = {**accepted, **params}
+    if name == "softmax":
+        return SoftmaxHead(num_classes, embedding_dim)
+    if name == "adacos-fixed":  # AdaCos heads raise for C <= 2 through fixed_scale
+        return AdaCosFixedHead(num_classes, embedding_dim)
+    if name == "adacos-dynamic":
+        return AdaCosDynamicHead(num_classes, embedding_dim)
+    s = check_scale(values["s"])
+    if name == "normface":
+        return NormFaceHead(num_classes, embedding_dim, s)
+    m = check_margin(values["m"], name)
+    return (CosFaceHead if name == "cosface" else ArcFaceHead)(num_classes, embedding_dim, s, m)
