@@ -1,0 +1,25 @@
+"""The benchmark scripts run (on a tiny size); their timings are not tested."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from adastudy.heads import HEAD_NAMES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_heads_benchmark_prints_every_ratio_on_a_tiny_size():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "heads.py"), "--classes", "40",
+         "--batch", "8", "--dim", "16", "--repeats", "1", "--warmup", "0", "--markdown"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    for name in ("floor", *HEAD_NAMES, "pml:cosface", "pml:arcface", "pml:normface"):
+        assert f"| {name} |" in out, name
+    for target in ("cosface / floor", "arcface / floor", "adacos-dynamic / cosface",
+                   "cosface / pml CosFaceLoss", "arcface / pml ArcFaceLoss"):
+        assert f"| {target} |" in out, target
+    assert "all targets met:" in out
