@@ -1,0 +1,245 @@
+"""The study spec: a TOML file, validated with pydantic.
+
+This module is the schema only (it imports nothing of adastudy but its errors), so the
+data, trial and study layers can all take its models as arguments. Every validation
+error is one line naming the file and the key:
+
+    studies/x.toml: train.lr: must be > 0, got -1
+
+Sections so far: `[data]`, `[model]`, `[train]`. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from adastudy.errors import AdastudyError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "DataSpec",
+    "ModelSpec",
+    "SpecError",
+    "StudySpec",
+    "TrainSpec",
+    "TrialSpec",
+    "load",
+    "parse",
+]
+
+
+class SpecError(AdastudyError):
+    """A study spec that cannot be read or does not validate."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DataSpec(_Section):
+    """`[data]`: which embedded dataset, and its knobs."""
+
+    name: Literal["synthetic", "digits"] = "synthetic"
+    #: "features" (vectors; an MLP trains in seconds) or "images" (needs a CNN).
+    form: Literal["features", "images"] = "features"
+    #: Training identities (classes), 10 … 100,000 (synthetic).
+    identities: int = Field(100, ge=10, le=100_000)
+    images_per_identity: int = Field(20, ge=2, le=10_000)
+    #: Held-out identities for verification and identification (never trained on).
+    eval_identities: int = Field(100, ge=10, le=100_000)
+    eval_images_per_identity: int = Field(10, ge=2, le=1_000)
+    #: Intra-class spread: standard deviation of a sample around its identity, relative
+    #: to the typical distance between identities.
+    spread: float = Field(0.35, gt=0.0, le=5.0)
+    #: Dimension of the synthetic feature vectors.
+    feature_dim: int = Field(64, ge=2, le=4096)
+    #: Side of the square synthetic images, in pixels.
+    image_size: int = Field(32, ge=16, le=128)
+    #: LFW-style pairs: half same, half different, in 10 folds (a multiple of 20).
+    val_pairs: int = Field(600, ge=20, le=1_000_000, multiple_of=20)
+    test_pairs: int = Field(6000, ge=20, le=1_000_000, multiple_of=20)
+    #: Extra identities in the identification gallery that no probe belongs to.
+    distractors: int = Field(1000, ge=0, le=1_000_000)
+    #: Seed of the dataset; the same for every trial of a study (trials vary `seed`).
+    seed: int = Field(0, ge=0)
+
+
+class ModelSpec(_Section):
+    """`[model]`: the backbone ending in an embedding."""
+
+    #: "auto" picks the MLP for feature vectors and the CNN for images.
+    name: Literal["auto", "mlp", "cnn"] = "auto"
+    embedding_dim: int = Field(64, ge=2, le=4096)
+    #: MLP hidden widths.
+    hidden: tuple[int, ...] = (256, 256)
+    #: CNN channels per stage (each stage halves the resolution).
+    channels: tuple[int, ...] = (32, 64, 128)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _positive_widths(self) -> ModelSpec:
+        for key in ("hidden", "channels"):
+            values = getattr(self, key)
+            if not values or any(v < 1 for v in values):
+                raise ValueError(f"{key}: must be a non-empty list of integers >= 1")
+        return self
+
+
+class TrainSpec(_Section):
+    """`[train]`: the optimisation of one trial."""
+
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=2, le=65_536)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0.0, le=100.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    #: "step" schedule: epochs at which the learning rate is multiplied by `gamma`.
+    milestones: tuple[float, ...] = ()
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    #: Training statistics are read from the device every `log_every` steps.
+    log_every: int = Field(20, ge=1)
+    #: Validation verification accuracy every `eval_every` epochs (0: only at the end).
+    eval_every: int = Field(1, ge=0)
+    #: Report the first step at which θ_med falls below each of these angles.
+    theta_levels_deg: tuple[float, ...] = (60.0, 45.0, 30.0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Mixed precision (bfloat16/float16 autocast) on CUDA; the head stays in float32.
+    amp: bool = True
+    #: Evaluate images with their horizontal flip summed in (insightface protocol).
+    flip_eval: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainSpec:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs: must be < epochs ({self.epochs}), got {self.warmup_epochs:g}"
+            )
+        if any(not 0 < e < self.epochs for e in self.milestones):
+            raise ValueError(f"milestones: must lie in (0, epochs = {self.epochs})")
+        if any(not 0 < t < 180 for t in self.theta_levels_deg):
+            raise ValueError("theta_levels_deg: must lie in (0, 180) degrees")
+        return self
+
+
+class StudySpec(_Section):
+    """A whole spec file. Later issues add `[study]`, `[heads.*]` and `[search]`."""
+
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+
+    def digest(self) -> str:
+        """SHA-256 of the spec's canonical JSON: equal specs, equal digests."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+class TrialSpec(_Section):
+    """One trial: a study spec plus one head, one (s, m) and one seed."""
+
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    head: str = "adacos-dynamic"
+    #: None: the head's default (or none, for AdaCos and softmax).
+    s: float | None = None
+    #: Margin in radians; None: the head's default.
+    m: float | None = None
+    seed: int = Field(0, ge=0)
+
+    def head_params(self) -> dict[str, float]:
+        """The keyword arguments for `build_head` (only those given)."""
+        return {k: v for k, v in (("s", self.s), ("m", self.m)) if v is not None}
+
+
+# -- reading and error messages ---------------------------------------------------------
+
+_MESSAGES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "multiple_of": "must be a multiple of {multiple_of}",
+    "extra_forbidden": "unknown key",
+    "missing": "required key is missing",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "tuple_type": "must be a list",
+    "model_type": "must be a table",
+    "model_attributes_type": "must be a table",
+}
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and math.isfinite(value):
+        return str(int(value))
+    if isinstance(value, str):
+        return repr(value)
+    return json.dumps(value) if isinstance(value, (list, dict, bool)) else str(value)
+
+
+def _one_line(error: dict[str, Any], source: str) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "literal_error":
+        message = f"must be one of {ctx.get('expected', '')}"
+    elif kind == "value_error":
+        # Our model validators say "key: message"; pydantic prefixes "Value error, ".
+        text = str(error["msg"]).removeprefix("Value error, ")
+        key, _, message = text.partition(": ")
+        loc = f"{loc}.{key}" if loc else key
+        return f"{source}: {loc}: {message}"
+    else:
+        template = _MESSAGES.get(kind, "")
+        values = {k: _format_value(v) for k, v in ctx.items()}
+        message = template.format(**values) if template else str(error["msg"]).lower()
+    if kind not in ("extra_forbidden", "missing") and "input" in error:
+        message += f", got {_format_value(error['input'])}"
+    return f"{source}: {loc}: {message}"
+
+
+def parse(data: dict[str, Any], source: str = "<spec>", model: type[BaseModel] = StudySpec):
+    """Validate a spec given as a dict; raises `SpecError` with one line on failure."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_one_line(exc.errors()[0], source)) from None
+
+
+def load(path: str | Path) -> StudySpec:
+    """Read and validate a spec file (TOML)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a folder, not a spec file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: invalid TOML: {exc}") from None
+    return parse(data, str(path))

@@ -1,0 +1,91 @@
+"""The spec file: defaults, round trips, and one-line errors naming the file and key."""
+
+from __future__ import annotations
+
+import pytest
+
+from adastudy import spec as specs
+from adastudy.errors import AdastudyError
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "x.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_values_are_read(tmp_path):
+    path = write(tmp_path, """
+[data]
+name = "synthetic"
+form = "images"
+identities = 50
+
+[model]
+embedding_dim = 32
+hidden = [128]
+
+[train]
+epochs = 3
+lr = 0.05
+schedule = "step"
+milestones = [1, 2]
+""")
+    study = specs.load(path)
+    assert study.data.form == "images" and study.data.identities == 50
+    assert study.data.eval_identities == specs.DataSpec().eval_identities
+    assert study.model.hidden == (128,)
+    assert study.train.milestones == (1.0, 2.0)
+    assert specs.load(write(tmp_path, "")) == specs.StudySpec()
+
+
+def test_digest_is_stable_and_changes_with_the_spec(tmp_path):
+    a = specs.load(write(tmp_path, "[train]\nepochs = 3\n"))
+    b = specs.parse({"train": {"epochs": 3}})
+    c = specs.parse({"train": {"epochs": 4}})
+    assert a.digest() == b.digest() != c.digest()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[train]\nlr = -1\n", "x.toml: train.lr: must be > 0, got -1"),
+        ("[train]\nlrr = 0.1\n", "x.toml: train.lrr: unknown key"),
+        ("[trian]\nlr = 0.1\n", "x.toml: trian: unknown key"),
+        ("[data]\nname = 'mnist'\n", "x.toml: data.name: must be one of 'synthetic' or 'digits', "
+                                     "got 'mnist'"),
+        ("[data]\nidentities = 5\n", "x.toml: data.identities: must be >= 10, got 5"),
+        ("[data]\ntest_pairs = 6001\n", "x.toml: data.test_pairs: must be a multiple of 20, "
+                                        "got 6001"),
+        ("[train]\nepochs = 'ten'\n", "x.toml: train.epochs: must be an integer, got 'ten'"),
+        ("[train]\nepochs = 2\nwarmup_epochs = 2\n",
+         "x.toml: train.warmup_epochs: must be < epochs (2), got 2"),
+        ("[train]\nepochs = 4\nmilestones = [5]\n",
+         "x.toml: train.milestones: must lie in (0, epochs = 4)"),
+        ("[model]\nhidden = []\n",
+         "x.toml: model.hidden: must be a non-empty list of integers >= 1"),
+        ("[train]\nlr = \n", "x.toml: invalid TOML"),
+    ],
+)
+def test_errors_are_one_line_naming_file_and_key(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(specs.SpecError) as err:
+        specs.load(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(str(path.parent / expected.split(":")[0]))
+    assert message.endswith(expected.split("x.toml", 1)[1]) or "invalid TOML" in message
+    assert isinstance(err.value, AdastudyError)
+
+
+def test_missing_file_and_folder_are_clear(tmp_path):
+    with pytest.raises(specs.SpecError, match="no such spec file"):
+        specs.load(tmp_path / "nope.toml")
+    with pytest.raises(specs.SpecError, match="is a folder"):
+        specs.load(tmp_path)
+
+
+def test_trial_spec_head_params():
+    trial = specs.TrialSpec(head="cosface", s=30.0, seed=3)
+    assert trial.head_params() == {"s": 30.0}
+    assert specs.TrialSpec().head_params() == {}
