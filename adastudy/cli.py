@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -215,3 +216,104 @@ def main() -> None:
             _fail(exc, debug="--debug" in sys.argv[1:])
         except typer.Exit as done:
             sys.exit(done.exit_code)
+
+
+@app.command()
+def train(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (TOML).")],
+    head: Annotated[
+        str,
+        typer.Option(
+            "--head",
+            help="softmax, normface, cosface, arcface, adacos-fixed or adacos-dynamic.",
+        ),
+    ] = "adacos-dynamic",
+    s: Annotated[
+        float | None,
+        typer.Option("--s", help="Scale (normface, cosface, arcface); default: the head's."),
+    ] = None,
+    m: Annotated[
+        float | None,
+        typer.Option("--m", help="Margin in radians (cosface, arcface); default: the head's."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Trial seed: initialisation, order.")] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Run one trial: train one head with one (s, m, seed) and print its metrics."""
+    from adastudy import spec as specs
+    from adastudy.heads import check_head_params
+    from adastudy.train import RecordingReporter, run_trial
+
+    study = specs.load(spec_path)
+    params = {k: v for k, v in (("s", s), ("m", m)) if v is not None}
+    check_head_params(head, **params)
+    trial = specs.parse(
+        {**study.model_dump(), "head": head, **params, "seed": seed},
+        str(spec_path), specs.TrialSpec,
+    )
+    reporter = RecordingReporter()
+    if as_json:
+        result = run_trial(trial, reporter)
+        typer.echo(json.dumps(_json_safe({**result.to_dict(), "series": reporter.rows})))
+        return
+    with Progress(
+        TextColumn(f"{head} seed {seed}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("steps"), TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+    ) as bar:
+        task = bar.add_task("train", total=None)
+        result = run_trial(
+            trial, reporter, progress=lambda step, total: bar.update(task, completed=step,
+                                                                     total=total),
+        )
+    Console().print(_result_table(result))
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _result_table(result: Any) -> Table:
+    """A trial's outcome as a two-column rich table."""
+    table = Table(title=f"trial: {result.head}, seed {result.seed}", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return "nan" if math.isnan(value) else f"{value:.4g}"
+        return str(value)
+
+    metrics = result.metrics
+    rows: list[tuple[str, Any]] = [
+        ("state", result.state),
+        ("s / m (rad)", f"{fmt(result.s)} / {fmt(result.m)}"),
+        ("steps (epochs)", f"{result.steps} ({result.epochs:.3g})"),
+        ("wall time (s)", f"{result.wall_time_s:.1f}"),
+        ("samples / s", f"{result.samples_per_s:,.0f}"),
+    ]
+    if result.state == "diverged":
+        rows.append(("diverged", f"step {result.diverged_step}: {result.diverged_reason}"))
+    if "verification_accuracy" in metrics:
+        rows.append(("verification accuracy", f"{metrics['verification_accuracy']:.4f} ± "
+                                               f"{metrics['verification_accuracy_std']:.4f}"))
+    rows += [(f"TAR @ FAR {k.removeprefix('tar_at_far_')}", metrics[k])
+             for k in sorted(metrics) if k.startswith("tar_at_far_")]
+    rows += [("rank-1 identification", metrics.get("rank1")),
+             ("validation accuracy", metrics.get("val_accuracy"))]
+    rows += [(k.removeprefix("final_"), v) for k, v in metrics.items() if k.startswith("final_")]
+    rows += [(f"steps to θ_med < {level}°", step)
+             for level, step in result.steps_to_theta_med.items()]
+    for name, value in rows:
+        table.add_row(name, fmt(value))
+    return table

@@ -432,31 +432,45 @@ DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
-def build_head(name: str, num_classes: int, embedding_dim: int, **params: float) -> CosineHead:
-    """Build a head by name: "softmax", "normface", "cosface", "arcface", "adacos-fixed",
-    "adacos-dynamic". Parameters: `s` (normface, cosface, arcface) and `m` in radians
-    (cosface, arcface); AdaCos and softmax take none. Missing ones take `DEFAULTS`.
-    Raises `ParameterError` naming the parameter for anything impossible.
+def check_head_params(name: str, **params: float) -> dict[str, float]:
+    """The head's hyperparameters with defaults filled in, checked without building it:
+    `s` and `m` for normface / cosface / arcface, nothing for the others.
+
+    Raises `ParameterError` for an unknown head, an unexpected parameter, `s <= 0` or
+    `m` outside [0, pi).
     """
     if name not in DEFAULTS:
         raise ParameterError(f"unknown head {name!r}; choose one of {', '.join(HEAD_NAMES)}")
-    for key, value, low in (("num_classes", num_classes, 2), ("embedding_dim", embedding_dim, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ParameterError(f"{name}: {key} must be an integer >= {low}, got {value!r}")
     accepted = DEFAULTS[name]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         takes = ", ".join(accepted) or "no parameters"
         raise ParameterError(f"{name}: unexpected parameter {unknown[0]!r} ({name} takes {takes})")
     values = {**accepted, **params}
+    if "s" in values:
+        values["s"] = check_scale(values["s"])
+    if "m" in values:
+        values["m"] = check_margin(values["m"], name)
+    return values
+
+
+def build_head(name: str, num_classes: int, embedding_dim: int, **params: float) -> CosineHead:
+    """Build a head by name: "softmax", "normface", "cosface", "arcface", "adacos-fixed",
+    "adacos-dynamic". Parameters: `s` (normface, cosface, arcface) and `m` in radians
+    (cosface, arcface); AdaCos and softmax take none. Missing ones take `DEFAULTS`.
+    Raises `ParameterError` naming the parameter for anything impossible.
+    """
+    values = check_head_params(name, **params)
+    for key, value, low in (("num_classes", num_classes, 2), ("embedding_dim", embedding_dim, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ParameterError(f"{name}: {key} must be an integer >= {low}, got {value!r}")
     if name == "softmax":
         return SoftmaxHead(num_classes, embedding_dim)
     if name == "adacos-fixed":  # AdaCos heads raise for C <= 2 through fixed_scale
         return AdaCosFixedHead(num_classes, embedding_dim)
     if name == "adacos-dynamic":
         return AdaCosDynamicHead(num_classes, embedding_dim)
-    s = check_scale(values["s"])
     if name == "normface":
-        return NormFaceHead(num_classes, embedding_dim, s)
-    m = check_margin(values["m"], name)
-    return (CosFaceHead if name == "cosface" else ArcFaceHead)(num_classes, embedding_dim, s, m)
+        return NormFaceHead(num_classes, embedding_dim, values["s"])
+    head_class = CosFaceHead if name == "cosface" else ArcFaceHead
+    return head_class(num_classes, embedding_dim, values["s"], values["m"])

@@ -23,3 +23,12 @@ def test_heads_benchmark_prints_every_ratio_on_a_tiny_size():
                    "cosface / pml CosFaceLoss", "arcface / pml ArcFaceLoss"):
         assert f"| {target} |" in out, target
     assert "all targets met:" in out
+
+
+def test_loop_benchmark_prints_its_ratio_on_a_tiny_size():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "loop.py"), "--tiny"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert "bare loop" in out and "run_trial" in out
+    assert "ratio trial / bare = " in out

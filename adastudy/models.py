@@ -1,0 +1,97 @@
+"""Backbones that end in an embedding: an MLP for feature vectors, a small CNN for images.
+
+Both end in a linear layer and a BatchNorm1d on the embedding (as face-recognition
+backbones do: the "BN-neck" keeps the embedding's scale stable for the cosine heads).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from adastudy.errors import ParameterError
+from adastudy.spec import ModelSpec
+
+__all__ = ["MLP", "SmallCNN", "build_backbone"]
+
+
+class MLP(nn.Module):
+    """Linear → BatchNorm → ReLU (→ Dropout) per hidden width, then the embedding."""
+
+    def __init__(
+        self, in_features: int, hidden: tuple[int, ...], embedding_dim: int, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h, bias=False), nn.BatchNorm1d(h), nn.ReLU(inplace=True)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers += [nn.Linear(width, embedding_dim, bias=False), nn.BatchNorm1d(embedding_dim)]
+        self.net = nn.Sequential(*layers)
+        self.embedding_dim = embedding_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1))
+
+
+class SmallCNN(nn.Module):
+    """Stages of two 3×3 conv-BN-ReLU and a 2×2 max-pool, global average pool, embedding."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: tuple[int, ...],
+        embedding_dim: int,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_channels
+        for c in channels:
+            layers += [
+                nn.Conv2d(width, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            width = c
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.embed = nn.Sequential(
+            nn.Linear(width, embedding_dim, bias=False), nn.BatchNorm1d(embedding_dim)
+        )
+        self.embedding_dim = embedding_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1)
+        return self.embed(self.dropout(pooled))
+
+
+def build_backbone(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Module:
+    """The backbone named by `spec` for inputs of `input_shape` ((F,) or (C, H, W)).
+
+    `name = "auto"` picks the MLP for vectors and the CNN for images.
+    """
+    name = spec.name
+    if name == "auto":
+        name = "mlp" if len(input_shape) == 1 else "cnn"
+    if name == "mlp":
+        in_features = 1
+        for size in input_shape:
+            in_features *= size
+        return MLP(in_features, spec.hidden, spec.embedding_dim, spec.dropout)
+    if len(input_shape) != 3:
+        raise ParameterError(
+            f"model.name: 'cnn' needs images (channels, H, W), the data gives shape {input_shape}"
+        )
+    side = min(input_shape[1:])
+    if side < 2 ** len(spec.channels):
+        raise ParameterError(
+            f"model.channels: {len(spec.channels)} stages halve {side} px below 1 px; "
+            f"use at most {max(1, side.bit_length() - 1)} stages"
+        )
+    return SmallCNN(input_shape[0], spec.channels, spec.embedding_dim, spec.dropout)

@@ -1,0 +1,330 @@
+"""One trial: train a backbone with one head, record what the paper plots, evaluate once.
+
+`run_trial(spec, reporter)` knows nothing of Optuna or Ray: every `log_every` steps it
+hands the reporter the window's mean training statistics, every `eval_every` epochs the
+validation verification accuracy (and asks `should_stop()`, for pruning), and returns a
+`TrialResult`. The test pairs are scored once, at the end, and never choose anything.
+
+The hot loop never syncs the host per step: the per-step statistics are added into one
+device tensor, and so are the divergence flag and the first steps at which θ_med falls
+below the requested levels; the host reads that tensor once per `log_every` steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from adastudy import evaluate
+from adastudy.data import PairSet, TrialData, build_data
+from adastudy.errors import ParameterError
+from adastudy.heads import STATISTICS, build_head, check_head_params
+from adastudy.models import build_backbone
+from adastudy.spec import TrainSpec, TrialSpec
+
+__all__ = [
+    "TRAIN_METRICS",
+    "RecordingReporter",
+    "Reporter",
+    "TrialResult",
+    "run_trial",
+]
+
+#: What each `log_every` report holds: the window means of the head's statistics and of
+#: these, plus the learning rate and the throughput (read on the host).
+TRAIN_METRICS = ("loss", *STATISTICS, "train_accuracy", "lr", "samples_per_s")
+
+#: FARs reported at the end, as far as the impostor count allows.
+FINAL_FARS = (1e-2, 1e-3)
+
+#: A dynamic scale above this has run away (it grows ~√2 per step once the classes
+#: collapse); ending the trial here saves the steps until it overflows to inf.
+MAX_SCALE = 1e4
+
+
+class Reporter(Protocol):
+    """What a backend hands `run_trial`: a sink for metrics and a pruning signal."""
+
+    def report(self, step: int, metrics: Mapping[str, float]) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+class RecordingReporter:
+    """Keeps every report in `rows` (one dict per report, with its `step`); never stops."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def report(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.rows.append({"step": step, **metrics})
+
+    def should_stop(self) -> bool:
+        return False
+
+
+@dataclass
+class TrialResult:
+    """The outcome of one trial. `state`: "complete", "pruned" or "diverged"."""
+
+    head: str
+    s: float | None
+    m: float | None
+    seed: int
+    state: str
+    steps: int
+    epochs: float
+    wall_time_s: float
+    train_time_s: float
+    samples_per_s: float
+    #: Final metrics: verification_accuracy (+ _std), tar_at_far_1e-02 …, rank1,
+    #: val_accuracy, and the last window's training statistics (final_*).
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: First step at which the batch θ_med fell below each level, e.g. {"60": 120};
+    #: None when it never did.
+    steps_to_theta_med: dict[str, int | None] = field(default_factory=dict)
+    diverged_step: int | None = None
+    diverged_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def choose_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("train.device: 'cuda' was asked for, but CUDA is not available")
+    return torch.device(name)
+
+
+def lr_factor(step: int, total_steps: int, steps_per_epoch: int, train: TrainSpec) -> float:
+    """Multiplier of the base learning rate at `step` (0-based): linear warm-up, then the
+    cosine (to 0 at the last step), step (× gamma at each milestone epoch) or constant."""
+    warmup_steps = round(train.warmup_epochs * steps_per_epoch)
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if train.schedule == "cosine":
+        span = max(total_steps - warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup_steps) / span))
+    if train.schedule == "step":
+        epoch = step / steps_per_epoch
+        return train.gamma ** sum(epoch >= milestone for milestone in train.milestones)
+    return 1.0
+
+
+def make_optimizer(params: list[nn.Parameter], train: TrainSpec) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW, weight decay on every parameter (as insightface)."""
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
+        )
+    return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+
+
+def _pair_embeddings(
+    model: nn.Module, pairs: PairSet, flip: bool, cache: dict[int, Tensor]
+) -> tuple[Tensor, Tensor]:
+    key = id(pairs.inputs)  # sets that share their inputs are embedded once
+    if key not in cache:
+        cache[key] = evaluate.embed(model, pairs.inputs, flip=flip)
+    emb = cache[key]
+    return emb[pairs.left], emb[pairs.right]
+
+
+def _validation_accuracy(model: nn.Module, data: TrialData, flip: bool) -> float:
+    e1, e2 = _pair_embeddings(model, data.val, flip, {})
+    return evaluate.verification_accuracy(e1, e2, data.val.issame)[0]
+
+
+def _final_metrics(model: nn.Module, data: TrialData, flip: bool) -> dict[str, float]:
+    cache: dict[int, Tensor] = {}
+    e1, e2 = _pair_embeddings(model, data.test, flip, cache)
+    mean, std = evaluate.verification_accuracy(e1, e2, data.test.issame)
+    metrics = {"verification_accuracy": mean, "verification_accuracy_std": std}
+    i1, i2 = _pair_embeddings(model, data.impostor, flip, cache)
+    scores = evaluate.pair_scores(i1, i2)
+    impostors = int((~data.impostor.issame).sum())
+    for far in evaluate.measurable_fars(impostors, FINAL_FARS):
+        metrics[f"tar_at_far_{far:.0e}"] = evaluate.tar_at_far(scores, data.impostor.issame, far)
+    ident = data.identification
+    metrics["rank1"] = evaluate.rank1_identification(
+        evaluate.embed(model, ident.probes, flip=flip), ident.probe_labels,
+        evaluate.embed(model, ident.gallery, flip=flip), ident.gallery_labels,
+    )
+    return metrics
+
+
+def run_trial(
+    spec: TrialSpec,
+    reporter: Reporter | None = None,
+    *,
+    data: TrialData | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrialResult:
+    """Train `spec.head` with (`spec.s`, `spec.m`) and `spec.seed` on `spec.data`.
+
+    Args:
+        spec: the trial.
+        reporter: receives the training statistics every `log_every` steps and the
+            validation accuracy every `eval_every` epochs; `should_stop()` prunes.
+        data: the dataset, when the caller built it already (it must match spec.data).
+        progress: called as progress(step, total_steps) at every report.
+
+    A non-finite loss or scale ends the trial as "diverged", with its step and reason.
+    """
+    reporter = reporter or RecordingReporter()
+    train = spec.train
+    device = choose_device(train.device)
+    started = time.perf_counter()
+    data = data if data is not None else build_data(spec.data)
+
+    torch.manual_seed(spec.seed)  # model and head initialisation, dropout
+    model = build_backbone(spec.model, data.input_shape).to(device)
+    head = build_head(
+        spec.head, data.num_classes, spec.model.embedding_dim, **spec.head_params()
+    ).to(device)
+    params = [*model.parameters(), *head.parameters()]
+    optimizer = make_optimizer(params, train)
+
+    inputs = data.train_inputs.to(device)
+    labels = data.train_labels.to(device)
+    n = len(labels)
+    batch = min(train.batch_size, n)
+    steps_per_epoch = n // batch  # the last partial batch is dropped (BatchNorm needs > 1)
+    total_steps = train.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, steps_per_epoch, train)
+    )
+    shuffle = torch.Generator().manual_seed(spec.seed)
+
+    use_amp = train.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    flip = train.flip_eval and data.flippable
+
+    # One row per step of the current log window, written on the device and read by
+    # the host once per window: loss, the head's statistics, training accuracy.
+    columns = ("loss", *STATISTICS, "train_accuracy")
+    rows = torch.empty(train.log_every, len(columns), device=device)
+    levels_deg = train.theta_levels_deg
+    first_below: dict[str, int | None] = {f"{d:g}": None for d in levels_deg}
+
+    state = "complete"
+    step = 0
+    window_steps = 0
+    window_start = time.perf_counter()
+    train_time_s = 0.0
+    last: dict[str, float] = {}
+    val_accuracy = float("nan")
+    diverged_step: int | None = None
+    diverged_reason: str | None = None
+
+    def flush() -> bool:
+        """Read the window (the one host sync), report its means; False when diverged."""
+        nonlocal window_steps, window_start, train_time_s, last, diverged_step, diverged_reason
+        values = rows[:window_steps].tolist()
+        now = time.perf_counter()
+        elapsed = now - window_start
+        train_time_s += elapsed
+        first_step = step - window_steps + 1
+        for offset, row in enumerate(values):
+            loss_value, scale = row[0], row[1 + STATISTICS.index("s")]
+            theta_med_deg = math.degrees(row[1 + STATISTICS.index("theta_med_rad")])
+            for level in levels_deg:
+                if first_below[f"{level:g}"] is None and theta_med_deg < level:
+                    first_below[f"{level:g}"] = first_step + offset
+            reason = None
+            if not math.isfinite(loss_value):
+                reason = "loss is not finite"
+            elif not math.isfinite(scale) or scale > MAX_SCALE:
+                reason = f"scale s is not finite or > {MAX_SCALE:g} (s = {scale:g})"
+            if reason is not None:
+                diverged_step, diverged_reason = first_step + offset, reason
+                values = values[: offset + 1]
+                break
+        per_column = zip(*values, strict=True)
+        means = {k: math.fsum(c) / len(values) for k, c in zip(columns, per_column, strict=True)}
+        means["lr"] = scheduler.get_last_lr()[0]
+        means["samples_per_s"] = window_steps * batch / elapsed if elapsed > 0 else math.nan
+        last = means
+        window_steps = 0
+        window_start = time.perf_counter()
+        if diverged_step is not None:
+            reporter.report(diverged_step, means)
+            return False
+        reporter.report(step, means)
+        if progress is not None:
+            progress(step, total_steps)
+        return True
+
+    model.train()
+    head.train()
+    for epoch in range(train.epochs):
+        order = torch.randperm(n, generator=shuffle).to(device)
+        for b in range(steps_per_epoch):
+            index = order[b * batch : (b + 1) * batch]
+            x, y = inputs[index], labels[index]
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                embeddings = model(x)
+            logits = head(embeddings, y)  # the head runs its math in float32
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            with torch.no_grad():
+                stats = head.statistics
+                accuracy = (logits.argmax(dim=1) == y).float().mean()
+                torch.stack(
+                    [loss.detach().float(), *(stats[k] for k in STATISTICS), accuracy],
+                    out=rows[window_steps],
+                )
+            step += 1
+            window_steps += 1
+            if window_steps == train.log_every and not flush():
+                state = "diverged"
+                break
+        if state == "diverged":
+            break
+        if window_steps and not flush():
+            state = "diverged"
+            break
+        last_epoch = epoch + 1 == train.epochs
+        if (train.eval_every and (epoch + 1) % train.eval_every == 0) or last_epoch:
+            val_accuracy = _validation_accuracy(model, data, flip)
+            reporter.report(step, {"val_accuracy": val_accuracy, "epoch": epoch + 1})
+            model.train()
+            if not last_epoch and reporter.should_stop():
+                state = "pruned"
+                break
+
+    metrics = {f"final_{k}": v for k, v in last.items() if k not in ("lr", "samples_per_s")}
+    metrics["val_accuracy"] = val_accuracy
+    if state == "complete":
+        metrics.update(_final_metrics(model, data, flip))
+    hyper = check_head_params(spec.head, **spec.head_params())
+    return TrialResult(
+        head=spec.head,
+        s=hyper.get("s"),
+        m=hyper.get("m"),
+        seed=spec.seed,
+        state=state,
+        steps=step,
+        epochs=step / steps_per_epoch,
+        wall_time_s=time.perf_counter() - started,
+        train_time_s=train_time_s,
+        samples_per_s=step * batch / train_time_s if train_time_s > 0 else float("nan"),
+        metrics=metrics,
+        steps_to_theta_med=first_below,
+        diverged_step=diverged_step,
+        diverged_reason=diverged_reason,
+    )

@@ -1,0 +1,196 @@
+"""One trial end to end: every head trains, records what the paper plots, evaluates once;
+divergence is a result; the CPU run repeats bit for bit; the reporter can prune."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from adastudy import train as train_module
+from adastudy.cli import app
+from adastudy.data import build_data
+from adastudy.heads import HEAD_NAMES, STATISTICS
+from adastudy.spec import DataSpec, ModelSpec, TrainSpec, TrialSpec
+from adastudy.train import TRAIN_METRICS, RecordingReporter, run_trial
+
+TINY_DATA = {"identities": 20, "images_per_identity": 8, "eval_identities": 20,
+             "eval_images_per_identity": 6, "val_pairs": 100, "test_pairs": 200,
+             "distractors": 30, "feature_dim": 16}
+TINY_TRAIN = {"epochs": 2, "batch_size": 32, "lr": 0.05, "log_every": 2, "warmup_epochs": 0.5}
+
+
+def tiny(head: str = "cosface", seed: int = 0, **overrides) -> TrialSpec:
+    params = {"cosface": {"s": 16.0, "m": 0.2}, "arcface": {"s": 16.0, "m": 0.2},
+              "normface": {"s": 16.0}}.get(head, {})
+    return TrialSpec(
+        data=DataSpec(**TINY_DATA), model=ModelSpec(hidden=(32,), embedding_dim=16),
+        train=TrainSpec(**{**TINY_TRAIN, **overrides}), head=head, seed=seed, **params,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return build_data(tiny().data)
+
+
+@pytest.mark.parametrize("head", HEAD_NAMES)
+def test_a_tiny_trial_of_every_head_completes_with_every_metric(head, tiny_data):
+    reporter = RecordingReporter()
+    result = run_trial(tiny(head), reporter, data=tiny_data)
+    assert result.state == "complete"
+    steps_per_epoch = len(tiny_data.train_labels) // 32
+    assert result.steps == 2 * steps_per_epoch
+    assert 0.0 <= result.metrics["verification_accuracy"] <= 1.0
+    assert result.metrics["verification_accuracy_std"] >= 0.0
+    assert 0.0 <= result.metrics["rank1"] <= 1.0
+    assert 0.0 <= result.metrics["val_accuracy"] <= 1.0
+    assert any(k.startswith("tar_at_far_") for k in result.metrics)
+    training = [row for row in reporter.rows if "loss" in row]
+    # Windows of log_every = 2 steps that restart with each epoch (the last may be short).
+    per_epoch = sorted({*range(2, steps_per_epoch + 1, 2), steps_per_epoch})
+    expected = [e * steps_per_epoch + j for e in range(2) for j in per_epoch]
+    assert [row["step"] for row in training] == expected
+    for row in training:
+        assert set(TRAIN_METRICS) <= set(row)
+        assert all(math.isfinite(row[k]) for k in TRAIN_METRICS), row
+    assert [row["epoch"] for row in reporter.rows if "val_accuracy" in row] == [1, 2]
+    assert set(result.steps_to_theta_med) == {"60", "45", "30"}
+
+
+def test_dynamic_adacos_starts_at_the_fixed_scale_and_follows_its_rule(tiny_data, monkeypatch):
+    built = []
+    original = train_module.build_head
+
+    def recording_build_head(*args, **kwargs):
+        head = original(*args, **kwargs)
+        built.append(head.scale)
+        return head
+
+    monkeypatch.setattr(train_module, "build_head", recording_build_head)
+    reporter = RecordingReporter()
+    run_trial(tiny("adacos-dynamic", log_every=1), reporter, data=tiny_data)
+    assert built == [pytest.approx(math.sqrt(2) * math.log(tiny_data.num_classes - 1))]
+    # With one step per report, each report's s is ln B_avg (at the previous s) over
+    # cos(min(π/4, θ_med)) of that same batch.
+    for row in (r for r in reporter.rows if "loss" in r):
+        expected = row["ln_b_avg"] / math.cos(min(math.pi / 4, row["theta_med_rad"]))
+        assert row["s"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_injected_non_finite_loss_ends_the_trial_as_diverged(tiny_data, monkeypatch):
+    original = train_module.build_head
+
+    def poisoned_build_head(*args, **kwargs):
+        head = original(*args, **kwargs)
+        forward, calls = head.forward, []
+
+        def forward_with_nan_from_step_4(embeddings, labels=None):
+            logits = forward(embeddings, labels)
+            calls.append(1)
+            return logits * float("nan") if len(calls) >= 4 else logits
+
+        head.forward = forward_with_nan_from_step_4
+        return head
+
+    monkeypatch.setattr(train_module, "build_head", poisoned_build_head)
+    reporter = RecordingReporter()
+    result = run_trial(tiny("cosface", log_every=3), reporter, data=tiny_data)
+    assert result.state == "diverged"
+    assert result.diverged_step == 4
+    assert "loss" in result.diverged_reason
+    assert "verification_accuracy" not in result.metrics
+    assert reporter.rows[-1]["step"] == 4
+
+
+def _comparable(result, reporter):
+    timing = {"wall_time_s", "train_time_s", "samples_per_s"}
+    out = {k: v for k, v in result.to_dict().items() if k not in timing}
+    rows = [{k: v for k, v in row.items() if k != "samples_per_s"} for row in reporter.rows]
+    return json.dumps([out, rows], sort_keys=True)
+
+
+def test_two_runs_with_the_same_seed_are_identical_on_the_cpu():
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1234)  # the global state must not matter either
+        reporter = RecordingReporter()
+        result = run_trial(tiny("adacos-dynamic", seed=7), reporter)  # data built each time
+        runs.append(_comparable(result, reporter))
+    assert runs[0] == runs[1]
+    reporter = RecordingReporter()
+    other = run_trial(tiny("adacos-dynamic", seed=8), reporter)
+    assert _comparable(other, reporter) != runs[0]
+
+
+def test_a_reporter_that_says_stop_prunes_the_trial_after_validation(tiny_data):
+    class Pruner(RecordingReporter):
+        def should_stop(self) -> bool:
+            return any("val_accuracy" in row for row in self.rows)
+
+    reporter = Pruner()
+    result = run_trial(tiny("normface", epochs=3), reporter, data=tiny_data)
+    assert result.state == "pruned"
+    assert result.epochs == 1
+    assert "verification_accuracy" not in result.metrics
+
+
+def test_statistics_reported_are_the_heads_own(tiny_data):
+    reporter = RecordingReporter()
+    run_trial(tiny("adacos-fixed"), reporter, data=tiny_data)
+    rows = [r for r in reporter.rows if "loss" in r]
+    s_f = math.sqrt(2) * math.log(tiny_data.num_classes - 1)
+    assert all(row["s"] == pytest.approx(s_f, rel=1e-6) for row in rows)
+    assert all(0 <= row["theta_med_rad"] <= math.pi for row in rows)
+    assert set(STATISTICS) <= set(rows[0])
+
+
+def test_cli_train_prints_a_summary_and_json(tmp_path):
+    spec = tmp_path / "tiny.toml"
+    lines = ["[data]", *(f"{k} = {v}" for k, v in TINY_DATA.items()),
+             "[model]", "hidden = [32]", "embedding_dim = 16",
+             "[train]", *(f"{k} = {v}" for k, v in TINY_TRAIN.items())]
+    spec.write_text("\n".join(lines) + "\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(spec), "--head", "arcface", "--s", "16",
+                                 "--m", "0.3", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert "verification accuracy" in result.stdout
+    assert "rank-1 identification" in result.stdout
+
+    result = runner.invoke(app, ["train", str(spec), "--head", "adacos-fixed", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["state"] == "complete" and payload["head"] == "adacos-fixed"
+    assert payload["series"] and "verification_accuracy" in payload["metrics"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--head", "sphereface"], "unknown head"),
+        (["--head", "cosface", "--s", "-1"], "s (scale)"),
+        (["--head", "arcface", "--m", "3.5"], "m (margin"),
+        (["--head", "adacos-fixed", "--s", "10"], "unexpected parameter 's'"),
+    ],
+)
+def test_cli_train_user_errors_are_one_line_exit_2(tmp_path, args, needle):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text("[train]\nepochs = 1\n")
+    result = CliRunner().invoke(app, ["train", str(spec), *args])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert needle in result.stderr
+
+
+def test_cli_train_bad_spec_names_file_and_key(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text("[train]\nlr = -1\n")
+    result = CliRunner().invoke(app, ["train", str(spec)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {spec}: train.lr: must be > 0, got -1"
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "missing.toml")])
+    assert result.exit_code == 2 and "no such spec file" in result.stderr
