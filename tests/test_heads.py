@@ -210,7 +210,7 @@ def test_dynamic_adacos_update_on_a_hand_computed_batch():
     y = torch.tensor([0, 1, 2])
     s_prev = head.scale
     b = [sum(math.exp(s_prev * math.cos(a - centres[k])) for k in range(4) if k != int(c))
-         for a, c in zip([0.3, math.pi / 2 + 1.0, 2.0], y)]
+         for a, c in zip([0.3, math.pi / 2 + 1.0, 2.0], y, strict=True)]
     s1 = math.log(sum(b) / 3) / math.cos(math.pi / 4)
     logits = head(x, y)
     assert head.scale == pytest.approx(s1, rel=1e-6)
