@@ -16,6 +16,8 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/heads.py --markdown
+	$(BIN)/python benchmarks/loop.py
+	$(BIN)/python benchmarks/evaluate.py
 
 lint: setup
 	$(BIN)/ruff check adastudy tests benchmarks

@@ -24,6 +24,7 @@ After each training forward with labels, `head.statistics` holds what the paper 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -82,10 +83,19 @@ class CosineHead(nn.Module):
         # with the model in its state_dict.
         self.register_buffer("current_scale", torch.tensor(float(s), dtype=torch.float32))
         self.track_statistics = True
-        self.statistics: dict[str, Tensor] = {}
+        #: The last training batch's statistics in the order of `STATISTICS`, as one
+        #: float32 device tensor: a training loop copies it with a single op per step.
+        self.statistics_vector: Tensor | None = None
         self._workspace: Tensor | None = None
         # ln(C - 1) normalises ln B_avg; C = 2 gives 0, where the ratio is undefined.
-        self._ln_c_minus_1 = math.log(num_classes - 1) if num_classes > 2 else float("nan")
+        self._inv_ln_c_minus_1 = 1.0 / math.log(num_classes - 1) if num_classes > 2 else math.nan
+
+    @property
+    def statistics(self) -> dict[str, Tensor]:
+        """The last training batch's statistics by name, as 0-d device tensors (views of
+        `statistics_vector`; empty before the first training batch with labels)."""
+        vector = self.statistics_vector
+        return {} if vector is None else dict(zip(STATISTICS, vector.unbind(), strict=True))
 
     @property
     def scale(self) -> float:
@@ -123,12 +133,15 @@ class CosineHead(nn.Module):
         """The scale for this batch (only called when `adaptive`)."""
         return previous_scale
 
-    def target_cosines(
-        self, embeddings: Tensor, sim: Tensor, sim_target: Tensor, index: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """(cos θ_i,y_i, mean over k ≠ y_i of cos θ_ik), each (N,), for the statistics."""
-        row_sum = sim.sum(dim=1)
-        return sim_target, (row_sum - sim_target) / max(self.num_classes - 1, 1)
+    def cosine_to_target(self, embeddings: Tensor, sim_target: Tensor, index: Tensor) -> Tensor:
+        """cos θ_i,y_i, (N,): the similarity itself for cosine heads."""
+        return sim_target
+
+    def mean_nontarget_cosine(
+        self, embeddings: Tensor, sim: Tensor, cos_target: Tensor
+    ) -> Tensor:
+        """Mean over k ≠ y_i of cos θ_ik, (N,)."""
+        return (sim.sum(dim=1) - cos_target) / max(self.num_classes - 1, 1)
 
     # -- the skeleton -------------------------------------------------------------------
 
@@ -152,12 +165,12 @@ class CosineHead(nn.Module):
         batch = None
         scale = previous_scale
         if self.track_statistics or self.adaptive:
-            batch = _BatchGeometry.measure(
-                sim.detach(), index, valid, previous_scale, self._workspace_like(sim)
-            )
-        if self.adaptive:
             with torch.no_grad():
-                scale = self.next_scale(batch, previous_scale)
+                batch = self._measure(
+                    embeddings, sim.detach(), sim_target.detach(), index, valid, previous_scale
+                )
+                if self.adaptive:
+                    scale = self.next_scale(batch, previous_scale)
 
         logits = sim * scale
         new_target = sim_target
@@ -170,9 +183,8 @@ class CosineHead(nn.Module):
 
         if self.track_statistics:
             with torch.no_grad():
-                self.statistics = self._statistics(
-                    embeddings, sim.detach(), sim_target.detach(), new_target.detach(),
-                    index, valid, batch, scale,
+                self.statistics_vector = self._statistics(
+                    embeddings, sim.detach(), new_target.detach(), index, valid, batch, scale
                 )
         if self.adaptive:
             self.current_scale.copy_(scale)
@@ -185,70 +197,68 @@ class CosineHead(nn.Module):
             ws = self._workspace = torch.empty_like(sim)
         return ws
 
-    def _statistics(
+    def _measure(
         self,
         embeddings: Tensor,
         sim: Tensor,
         sim_target: Tensor,
+        index: Tensor,
+        valid: Tensor,
+        scale: Tensor,
+    ) -> _BatchGeometry:
+        """What the statistics and the AdaCos update both need, over labelled rows."""
+        cos_target = self.cosine_to_target(embeddings, sim_target, index)
+        theta = torch.acos(cos_target.clamp(-1.0, 1.0))
+        invalid = ~valid
+        ln_b = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim))
+        return _BatchGeometry(
+            cos_target=cos_target,
+            theta_rad=theta,
+            theta_med_rad=theta.masked_fill(invalid, math.nan).nanmedian(),
+            ln_b=ln_b,
+            ln_b_sum=ln_b.masked_fill(invalid, -math.inf).logsumexp(dim=0),
+            count=valid.sum().to(sim.dtype),
+        )
+
+    def _statistics(
+        self,
+        embeddings: Tensor,
+        sim: Tensor,
         new_target: Tensor,
         index: Tensor,
         valid: Tensor,
         batch: _BatchGeometry,
         scale: Tensor,
-    ) -> dict[str, Tensor]:
-        """The paper's per-batch statistics over the rows with a label, as 0-d tensors."""
-        cos_target, cos_nontarget = self.target_cosines(embeddings, sim, sim_target, index)
-        theta = torch.acos(cos_target.clamp(-1.0, 1.0))
-        nan = torch.full_like(theta, float("nan"))
-        theta = torch.where(valid, theta, nan)  # NaN rows are skipped by nan-reductions
+    ) -> Tensor:
+        """`STATISTICS` over the labelled rows, as one float32 vector (few ops: at small
+        sizes each op's fixed cost, not the arithmetic, is what a step pays)."""
         # B_i at the scale of this batch's logits; adacos-dynamic changed it, and its
         # ln B_avg statistic stays the one of its update rule, at s(t-1).
+        ln_b = batch.ln_b
         if self.adaptive:
             ln_b = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim))
-        else:
-            ln_b = batch.ln_b
         # P_iy = e^{f_iy} / (e^{f_iy} + B_i) = sigmoid(f_iy - ln B_i): exact, never overflows.
         p_target = torch.sigmoid(new_target * scale - ln_b)
-        ln_b_avg = batch.ln_b_sum - torch.log(batch.count)
-        return {
-            "s": scale.float(),
-            "theta_med_rad": theta.nanmedian().float(),
-            "theta_mean_rad": theta.nanmean().float(),
-            "cos_nontarget_mean": torch.where(valid, cos_nontarget, nan).nanmean().float(),
-            "p_target_mean": torch.where(valid, p_target, nan).nanmean().float(),
-            "ln_b_avg": ln_b_avg.float(),
-            "ln_b_avg_ratio": (ln_b_avg / self._ln_c_minus_1).float(),
-        }
+        cos_nontarget = self.mean_nontarget_cosine(embeddings, sim, batch.cos_target)
+        per_row = torch.stack([batch.theta_rad, cos_nontarget, p_target])
+        theta_mean, cos_nontarget_mean, p_target_mean = (per_row @ (valid / batch.count)).unbind()
+        ln_b_avg = batch.ln_b_sum - batch.count.log()
+        return torch.stack([
+            scale, batch.theta_med_rad, theta_mean, cos_nontarget_mean, p_target_mean,
+            ln_b_avg, ln_b_avg * self._inv_ln_c_minus_1,
+        ]).float()
 
 
-class _BatchGeometry:
+class _BatchGeometry(NamedTuple):
     """What both the statistics and the AdaCos update read from a batch, computed once.
+    Rows with label -1 count in none of the reductions."""
 
-    Attributes (rows with label -1 excluded):
-        theta_rad: target angles θ_i,y_i, (N,), NaN on unlabelled rows.
-        ln_b: ln B_i = ln Σ_{k≠y_i} exp(s cos θ_ik) at the batch's starting scale, (N,).
-        ln_b_sum: ln Σ_i B_i over labelled rows (0-d; -inf when there are none).
-        count: number of labelled rows (0-d, same dtype).
-    """
-
-    __slots__ = ("theta_rad", "ln_b", "ln_b_sum", "count")
-
-    def __init__(self, theta_rad: Tensor, ln_b: Tensor, ln_b_sum: Tensor, count: Tensor):
-        self.theta_rad = theta_rad
-        self.ln_b = ln_b
-        self.ln_b_sum = ln_b_sum
-        self.count = count
-
-    @classmethod
-    @torch.no_grad()
-    def measure(
-        cls, sim: Tensor, index: Tensor, valid: Tensor, scale: Tensor, workspace: Tensor
-    ) -> _BatchGeometry:
-        theta = torch.acos(sim.gather(1, index).squeeze(1).clamp(-1.0, 1.0))
-        theta = torch.where(valid, theta, torch.full_like(theta, float("nan")))
-        ln_b = _log_nontarget_sum(sim, index, scale, workspace)
-        masked = torch.where(valid, ln_b, torch.full_like(ln_b, float("-inf")))
-        return cls(theta, ln_b, torch.logsumexp(masked, dim=0), valid.sum().to(sim.dtype))
+    cos_target: Tensor  #: cos θ_i,y_i, (N,)
+    theta_rad: Tensor  #: θ_i,y_i, (N,)
+    theta_med_rad: Tensor  #: lower median of θ over labelled rows (0-d; NaN if none)
+    ln_b: Tensor  #: ln B_i = ln Σ_{k≠y_i} exp(s cos θ_ik) at the batch's starting s, (N,)
+    ln_b_sum: Tensor  #: ln Σ_i B_i over labelled rows (0-d; -inf if none)
+    count: Tensor  #: number of labelled rows (0-d, float)
 
 
 def _log_nontarget_sum(sim: Tensor, index: Tensor, scale: Tensor, workspace: Tensor) -> Tensor:
@@ -258,7 +268,7 @@ def _log_nontarget_sum(sim: Tensor, index: Tensor, scale: Tensor, workspace: Ten
     per call costs more in page faults than the arithmetic itself.
     """
     scaled = torch.mul(sim, scale, out=workspace)
-    scaled.scatter_(1, index, float("-inf"))
+    scaled.scatter_(1, index, -math.inf)
     row_max = scaled.amax(dim=1, keepdim=True)
     scaled.sub_(row_max).exp_()
     return row_max.squeeze(1) + scaled.sum(dim=1).log()
@@ -358,10 +368,9 @@ class AdaCosDynamicHead(CosineHead):
 
     def next_scale(self, batch: _BatchGeometry, previous_scale: Tensor) -> Tensor:
         ln_b_sum, count, theta_med = _all_reduce_batch(
-            batch.ln_b_sum, batch.count, batch.theta_rad.nanmedian()
+            batch.ln_b_sum, batch.count, batch.theta_med_rad
         )
-        ln_b_avg = ln_b_sum - torch.log(count)
-        new = ln_b_avg / torch.cos(theta_med.clamp(max=math.pi / 4))
+        new = (ln_b_sum - count.log()) / torch.cos(theta_med.clamp(max=math.pi / 4))
         # A batch with no labelled row keeps the previous scale (no host sync to test it).
         new = torch.where(count > 0, new, previous_scale)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -408,16 +417,20 @@ class SoftmaxHead(CosineHead):
         with torch.autocast(embeddings.device.type, enabled=False):
             return torch.addmm(self.bias.to(dtype), embeddings.to(dtype), self.weight.to(dtype).t())
 
-    def target_cosines(
-        self, embeddings: Tensor, sim: Tensor, sim_target: Tensor, index: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        # Logits are not cosines here: recompute the cosines from the vectors. The sum
-        # over classes uses Σ_k <x̂, Ŵ_k> = <x̂, Σ_k Ŵ_k>: O((N + C) D), no (N, C) pass.
+    # Logits are not cosines here: the statistics recompute them from the vectors.
+
+    def cosine_to_target(self, embeddings: Tensor, sim_target: Tensor, index: Tensor) -> Tensor:
+        x = F.normalize(embeddings.detach().to(sim_target.dtype), dim=1)
+        w = F.normalize(self.weight.detach()[index.squeeze(1)].to(sim_target.dtype), dim=1)
+        return (x * w).sum(dim=1)
+
+    def mean_nontarget_cosine(
+        self, embeddings: Tensor, sim: Tensor, cos_target: Tensor
+    ) -> Tensor:
+        # Σ_k <x̂, Ŵ_k> = <x̂, Σ_k Ŵ_k>: O((N + C) D), no (N, C) pass.
         x = F.normalize(embeddings.detach().to(sim.dtype), dim=1)
-        w = F.normalize(self.weight.detach().to(sim.dtype), dim=1)
-        cos_target = (x * w[index.squeeze(1)]).sum(dim=1)
-        row_sum = x @ w.sum(dim=0)
-        return cos_target, (row_sum - cos_target) / max(self.num_classes - 1, 1)
+        w_sum = F.normalize(self.weight.detach().to(sim.dtype), dim=1).sum(dim=0)
+        return (x @ w_sum - cos_target) / max(self.num_classes - 1, 1)
 
 
 #: Default hyperparameters of each head in `HEAD_NAMES`: CosFace's and ArcFace's papers

@@ -12,6 +12,8 @@ below the requested levels; the host reads that tensor once per `log_every` step
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -207,11 +209,16 @@ def run_trial(
 
     use_amp = train.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    # On the CPU (or without amp) neither context nor scaler: each costs a step some µs.
+    autocast = (
+        functools.partial(torch.autocast, device.type, dtype=amp_dtype)
+        if use_amp else contextlib.nullcontext
+    )
+    scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
     flip = train.flip_eval and data.flippable
 
     # One row per step of the current log window, written on the device and read by
-    # the host once per window: loss, the head's statistics, training accuracy.
+    # the host once per window: loss, the head's statistics, correct predictions.
     columns = ("loss", *STATISTICS, "train_accuracy")
     rows = torch.empty(train.log_every, len(columns), device=device)
     levels_deg = train.theta_levels_deg
@@ -252,6 +259,7 @@ def run_trial(
                 break
         per_column = zip(*values, strict=True)
         means = {k: math.fsum(c) / len(values) for k, c in zip(columns, per_column, strict=True)}
+        means["train_accuracy"] /= batch  # the rows hold the number of correct samples
         means["lr"] = scheduler.get_last_lr()[0]
         means["samples_per_s"] = window_steps * batch / elapsed if elapsed > 0 else math.nan
         last = means
@@ -272,22 +280,23 @@ def run_trial(
         for b in range(steps_per_epoch):
             index = order[b * batch : (b + 1) * batch]
             x, y = inputs[index], labels[index]
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            with autocast():
                 embeddings = model(x)
             logits = head(embeddings, y)  # the head runs its math in float32
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             scheduler.step()
             with torch.no_grad():
-                stats = head.statistics
-                accuracy = (logits.argmax(dim=1) == y).float().mean()
-                torch.stack(
-                    [loss.detach().float(), *(stats[k] for k in STATISTICS), accuracy],
-                    out=rows[window_steps],
-                )
+                correct = torch.eq(logits.argmax(dim=1), y).sum()
+                torch.cat([loss.detach().view(1), head.statistics_vector, correct.view(1)],
+                          out=rows[window_steps])
             step += 1
             window_steps += 1
             if window_steps == train.log_every and not flush():

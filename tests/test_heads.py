@@ -349,7 +349,7 @@ def test_statistics_are_device_tensors_and_can_be_switched_off(head_name):
     head(x.float(), y)
     assert set(head.statistics) == set(STATISTICS)
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in head.statistics.values())
-    head.statistics = {}
+    head.statistics_vector = None
     head.track_statistics = False
     head(x.float(), y)
     assert head.statistics == {}

@@ -89,3 +89,14 @@ def test_trial_spec_head_params():
     trial = specs.TrialSpec(head="cosface", s=30.0, seed=3)
     assert trial.head_params() == {"s": 30.0}
     assert specs.TrialSpec().head_params() == {}
+
+
+def test_the_documented_trial_spec_lists_exactly_the_defaults():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "studies" / "trial.toml"
+    assert specs.load(path) == specs.StudySpec()
+    listed = specs.tomllib.loads(path.read_text())
+    for section, model in (("data", specs.DataSpec), ("model", specs.ModelSpec),
+                           ("train", specs.TrainSpec)):
+        assert set(listed[section]) == set(model.model_fields), section
