@@ -15,7 +15,8 @@ median over rounds. Ratios are measured in this one run:
 - pml: pytorch-metric-learning's CosFaceLoss / ArcFaceLoss / NormalizedSoftmaxLoss on the
   same shapes; target: each head faster (ratio < 1).
 
-adastudy's heads run with their statistics on (`track_statistics=True`), as in training.
+adastudy's heads run with their statistics on (`track_statistics=True`), as in training,
+unless `--no-statistics`.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def _cpu_name() -> str:
 
 
 def make_steps(
-    num_classes: int, batch: int, dim: int, device: torch.device, with_pml: bool
+    num_classes: int, batch: int, dim: int, device: torch.device, with_pml: bool,
+    statistics: bool = True,
 ) -> dict[str, Callable[[], None]]:
     """One closure per candidate; each runs forward + backward once."""
     gen = torch.Generator().manual_seed(0)
@@ -83,6 +85,7 @@ def make_steps(
     for name in HEAD_NAMES:
         params = {"s": FLOOR_SCALE} if name in ("normface", "cosface", "arcface") else {}
         head = build_head(name, num_classes, dim, **params).to(device).train()
+        head.track_statistics = statistics
 
         def step(head: torch.nn.Module = head) -> None:
             F.cross_entropy(head(x, y), y).backward()
@@ -175,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--no-pml", action="store_true", help="skip pytorch-metric-learning")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    parser.add_argument("--no-statistics", action="store_true",
+                        help="heads without their per-batch statistics")
     args = parser.parse_args(argv)
 
     if args.device == "auto":
@@ -183,11 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{_cpu_name()}, {torch.get_num_threads()} torch threads")
     print(f"# heads benchmark: torch {torch.__version__}, {device.type} ({where}), "
-          f"N={args.batch}, D={args.dim}, median of {args.repeats} rounds")
+          f"N={args.batch}, D={args.dim}, median of {args.repeats} rounds, statistics "
+          f"{'off' if args.no_statistics else 'on'}")
 
     all_met = True
     for num_classes in (int(c) for c in args.classes.split(",")):
-        steps = make_steps(num_classes, args.batch, args.dim, device, not args.no_pml)
+        steps = make_steps(num_classes, args.batch, args.dim, device, not args.no_pml,
+                           statistics=not args.no_statistics)
         times_s = time_steps(steps, device, args.repeats, args.warmup)
         print(f"\n## C = {num_classes:,}\n")
         if args.markdown:

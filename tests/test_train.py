@@ -194,3 +194,29 @@ def test_cli_train_bad_spec_names_file_and_key(tmp_path):
     assert result.stderr.strip() == f"error: {spec}: train.lr: must be > 0, got -1"
     result = CliRunner().invoke(app, ["train", str(tmp_path / "missing.toml")])
     assert result.exit_code == 2 and "no such spec file" in result.stderr
+
+
+def test_digits_and_synthetic_images_train_too():
+    digits = tiny("adacos-fixed").model_copy(update={"data": DataSpec(
+        name="digits", val_pairs=100, test_pairs=200)})
+    result = run_trial(digits)
+    assert result.state == "complete" and result.metrics["verification_accuracy"] > 0.5
+
+    images = tiny("arcface").model_copy(update={
+        "data": DataSpec(**{**TINY_DATA, "form": "images", "image_size": 16}),
+        "model": ModelSpec(channels=(8, 16), embedding_dim=16),
+        "train": TrainSpec(**{**TINY_TRAIN, "epochs": 1}),
+    })
+    result = run_trial(images)
+    assert result.state == "complete"
+    assert 0.0 <= result.metrics["verification_accuracy"] <= 1.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_mixed_precision_trial_on_cuda_keeps_the_head_in_float32(tiny_data):
+    reporter = RecordingReporter()
+    result = run_trial(tiny("adacos-dynamic", device="cuda", amp=True), reporter, data=tiny_data)
+    assert result.state == "complete"
+    rows = [r for r in reporter.rows if "loss" in r]
+    assert all(math.isfinite(r["s"]) and math.isfinite(r["loss"]) for r in rows)
