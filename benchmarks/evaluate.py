@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -33,6 +32,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py)
 
 from adastudy import evaluate  # noqa: E402
 
@@ -65,16 +66,6 @@ def naive_verification_accuracy(
         best = thresholds[np.argmax(acc_train)]
         accuracy[f] = np.mean(np.less(dist[test], best) == issame[test])
     return float(np.mean(accuracy)), float(np.std(accuracy))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _verdict(ok: bool) -> str:
@@ -215,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         args.pairs, args.dim, args.probes, args.gallery = 200, 16, 100, 1000
         args.repeats = min(args.repeats, 3)
 
-    print(f"machine: {_cpu_name()}, {torch.get_num_threads()} torch threads, "
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, numpy {np.__version__}")
     ok_v, lines_v = bench_verification(args.pairs, args.dim, args.repeats)
     print("\n".join(lines_v))

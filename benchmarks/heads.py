@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import random
 import statistics
 import sys
@@ -35,6 +34,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py)
 
 from adastudy.heads import HEAD_NAMES, build_head  # noqa: E402
 
@@ -51,16 +52,6 @@ TARGET_DYNAMIC_OVER_COSFACE = 1.10
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_steps(
@@ -186,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
-             else f"{_cpu_name()}, {torch.get_num_threads()} torch threads")
+             else f"{cpu_name()}, {torch.get_num_threads()} torch threads")
     print(f"# heads benchmark: torch {torch.__version__}, {device.type} ({where}), "
           f"N={args.batch}, D={args.dim}, median of {args.repeats} rounds, statistics "
           f"{'off' if args.no_statistics else 'on'}")

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py)
+
 from adastudy.data import build_data  # noqa: E402
 from adastudy.heads import build_head  # noqa: E402
 from adastudy.models import build_backbone  # noqa: E402
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     data = build_data(spec.data)
     steps = args.epochs * (len(data.train_labels) // min(args.batch, len(data.train_labels)))
-    print(f"# loop benchmark: torch {torch.__version__}, cpu, {torch.get_num_threads()} threads; "
+    print(f"# loop benchmark: torch {torch.__version__}, {cpu_name()}, "
+          f"{torch.get_num_threads()} threads; "
           f"{args.form}, C = {data.num_classes:,}, N = {len(data.train_labels):,}, "
           f"batch {args.batch}, {steps} steps, head {args.head}, best of {args.repeats}")
     bare, trial = [], []
