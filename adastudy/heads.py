@@ -31,7 +31,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adastudy.errors import ParameterError
-from adastudy.theory import HEAD_NAMES, check_margin, check_scale, fixed_scale
+from adastudy.theory import HEAD_DEFAULTS, HEAD_NAMES, check_head_params, fixed_scale
+
+__all__ = [
+    "DEFAULTS",
+    "HEAD_NAMES",
+    "STATISTICS",
+    "AdaCosDynamicHead",
+    "AdaCosFixedHead",
+    "ArcFaceHead",
+    "CosFaceHead",
+    "CosineHead",
+    "NormFaceHead",
+    "SoftmaxHead",
+    "build_head",
+    "check_head_params",
+]
 
 #: Names of the per-batch statistics every head records in `head.statistics`.
 #: - ``s``: the scale used for this batch's logits (1 for softmax).
@@ -433,38 +448,9 @@ class SoftmaxHead(CosineHead):
         return (x @ w_sum - cos_target) / max(self.num_classes - 1, 1)
 
 
-#: Default hyperparameters of each head in `HEAD_NAMES`: CosFace's and ArcFace's papers
-#: (s = 64; m = 0.35, 0.5 rad) and NormFace as pytorch-metric-learning's default (s = 20).
-DEFAULTS: dict[str, dict[str, float]] = {
-    "softmax": {},
-    "normface": {"s": 20.0},
-    "cosface": {"s": 64.0, "m": 0.35},
-    "arcface": {"s": 64.0, "m": 0.5},
-    "adacos-fixed": {},
-    "adacos-dynamic": {},
-}
-
-
-def check_head_params(name: str, **params: float) -> dict[str, float]:
-    """The head's hyperparameters with defaults filled in, checked without building it:
-    `s` and `m` for normface / cosface / arcface, nothing for the others.
-
-    Raises `ParameterError` for an unknown head, an unexpected parameter, `s <= 0` or
-    `m` outside [0, pi).
-    """
-    if name not in DEFAULTS:
-        raise ParameterError(f"unknown head {name!r}; choose one of {', '.join(HEAD_NAMES)}")
-    accepted = DEFAULTS[name]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        takes = ", ".join(accepted) or "no parameters"
-        raise ParameterError(f"{name}: unexpected parameter {unknown[0]!r} ({name} takes {takes})")
-    values = {**accepted, **params}
-    if "s" in values:
-        values["s"] = check_scale(values["s"])
-    if "m" in values:
-        values["m"] = check_margin(values["m"], name)
-    return values
+# The heads' hyperparameters and their validation live in `theory` (no torch), so the
+# spec can check a sweep's grid without importing the heads; re-exported here.
+DEFAULTS = HEAD_DEFAULTS
 
 
 def build_head(name: str, num_classes: int, embedding_dim: int, **params: float) -> CosineHead:

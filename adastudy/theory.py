@@ -27,7 +27,9 @@ __all__ = [
     "HEAD_NAMES",
     "MARGIN_HEADS",
     "THETA0_RAD",
+    "HEAD_DEFAULTS",
     "TheoryRow",
+    "check_head_params",
     "check_margin",
     "check_scale",
     "fixed_scale",
@@ -100,6 +102,41 @@ def check_scale(s: Any, name: str = "s (scale)") -> float:
     if not math.isfinite(scale) or scale <= 0.0:
         raise ParameterError(f"{name} must be finite and > 0, got {s!r}")
     return scale
+
+
+#: Default hyperparameters of each head: CosFace's and ArcFace's papers (s = 64;
+#: m = 0.35, 0.5 rad) and NormFace as pytorch-metric-learning's default (s = 20). The
+#: keys of each entry are the parameters the head takes.
+HEAD_DEFAULTS: dict[str, dict[str, float]] = {
+    "softmax": {},
+    "normface": {"s": 20.0},
+    "cosface": {"s": 64.0, "m": 0.35},
+    "arcface": {"s": 64.0, "m": 0.5},
+    "adacos-fixed": {},
+    "adacos-dynamic": {},
+}
+
+
+def check_head_params(name: str, **params: float) -> dict[str, float]:
+    """The head's hyperparameters with defaults filled in, checked without building it:
+    `s` and `m` for normface / cosface / arcface, nothing for the others.
+
+    Raises `ParameterError` for an unknown head, an unexpected parameter, `s <= 0` or
+    `m` outside [0, pi).
+    """
+    if name not in HEAD_DEFAULTS:
+        raise ParameterError(f"unknown head {name!r}; choose one of {', '.join(HEAD_NAMES)}")
+    accepted = HEAD_DEFAULTS[name]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        takes = ", ".join(accepted) or "no parameters"
+        raise ParameterError(f"{name}: unexpected parameter {unknown[0]!r} ({name} takes {takes})")
+    values = {**accepted, **params}
+    if "s" in values:
+        values["s"] = check_scale(values["s"])
+    if "m" in values:
+        values["m"] = check_margin(values["m"], name)
+    return values
 
 
 def _as_output(value: NDArray[np.float64], like: ArrayLike) -> float | NDArray[np.float64]:
