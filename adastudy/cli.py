@@ -250,7 +250,8 @@ def train(
     params = {k: v for k, v in (("s", s), ("m", m)) if v is not None}
     check_head_params(head, **params)
     trial = specs.parse(
-        {**study.model_dump(), "head": head, **params, "seed": seed},
+        {**study.model_dump(include={"data", "model", "train"}), "head": head, **params,
+         "seed": seed},
         str(spec_path), specs.TrialSpec,
     )
     reporter = RecordingReporter()
@@ -317,3 +318,131 @@ def _result_table(result: Any) -> Table:
     for name, value in rows:
         table.add_row(name, fmt(value))
     return table
+
+
+@app.command()
+def sweep(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (TOML).")],
+    backend: Annotated[
+        str, typer.Option("--backend", help="Engine: optuna (embedded, default) or ray.")
+    ] = "optuna",
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Trials run at once, each in its process.")
+    ] = 1,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster address (ray backend).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (default runs/<study name>).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary and leaderboard on stdout.")
+    ] = False,
+) -> None:
+    """Run (or resume) a study: every grid point × seed, exactly once."""
+    from adastudy import spec as specs
+
+    study = specs.load(spec_path)
+    if backend != "optuna":
+        raise ParameterError(
+            f"--backend: {backend!r} is not available yet; use 'optuna'"
+            if backend == "ray" else f"--backend: must be optuna or ray, got {backend!r}"
+        )
+    if address is not None:
+        raise ParameterError("--address: only the ray backend joins a cluster")
+    if not study.heads:
+        raise ParameterError(f"{spec_path}: heads: the spec names no head to sweep")
+    from adastudy.backends.optuna import run_sweep
+
+    with Progress(
+        TextColumn(f"sweep {study.study.name}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("trials"), TimeElapsedColumn(), console=Console(stderr=True),
+        transient=True, disable=as_json,
+    ) as bar:
+        task = bar.add_task("sweep", total=len(study.trials()))
+        summary = run_sweep(
+            study, spec_path, out=out, workers=workers,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    err = Console(stderr=True)
+    for problem in summary.problems:
+        err.print(f"warning: {problem}", markup=False)
+    resume = f"adastudy sweep {spec_path} --out {summary.run_dir}" + (
+        f" --workers {workers}" if workers > 1 else "")
+    if as_json:
+        _print_leaderboard(summary.run_dir, as_json=True, extra={
+            "run_dir": str(summary.run_dir), "planned": summary.planned,
+            "finished": summary.finished, "interrupted": summary.interrupted})
+    else:
+        _print_leaderboard(summary.run_dir)
+        typer.echo(f"{summary.finished}/{summary.planned} trials finished in {summary.run_dir}")
+    if summary.interrupted:
+        err.print(f"interrupted: resume with  {resume}", markup=False)
+        raise typer.Exit(130)
+
+
+@app.command()
+def show(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A sweep's run folder.")],
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="Rank by this metric (default: the study's).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """The leaderboard of a run: mean ± std and 95 % CI over seeds per configuration."""
+    _print_leaderboard(run_dir, metric=metric, as_json=as_json)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A sweep's run folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder (default RUN_DIR/export).")
+    ] = None,
+) -> None:
+    """Write the run's trials and series tables as CSV or Parquet."""
+    from adastudy import store
+
+    for path in store.export(run_dir, fmt, out):
+        typer.echo(f"wrote {path}")
+
+
+def _print_leaderboard(
+    run_dir: Path, metric: str | None = None, as_json: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    from adastudy import store
+    from adastudy.spec import STUDY_METRICS
+
+    trials, _ = store.load_tables(run_dir)
+    manifest = store.read_manifest(run_dir) or {}
+    study = manifest.get("spec", {}).get("study", {})
+    metric = metric or study.get("metric", "verification_accuracy")
+    direction = study.get("direction", "maximize")
+    if metric in STUDY_METRICS and metric not in trials:
+        trials[metric] = math.nan  # no trial finished with it (all failed, say)
+    board = store.leaderboard(trials, metric, direction)
+    if as_json:
+        payload = {**(extra or {}), "metric": metric, "direction": direction,
+                   "leaderboard": board.to_dict(orient="records"),
+                   "states": trials["state"].value_counts().to_dict() if len(trials) else {}}
+        typer.echo(json.dumps(_json_safe(payload)))
+        return
+    table = Table(title=f"{study.get('name', run_dir)}: {metric} ({direction}), over seeds")
+    for column in ("head", "s", "m", "n", "mean", "std", "95 % CI", "other"):
+        table.add_column(column, justify="left" if column in ("head", "other") else "right")
+
+    def num(value: Any, fmt: str = ".4f") -> str:
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        return "-" if missing else format(value, fmt)
+
+    for row in board.to_dict(orient="records"):
+        others = ", ".join(f"{row[k]} {k.removeprefix('n_')}"
+                           for k in ("n_pruned", "n_failed", "n_diverged") if row.get(k))
+        table.add_row(
+            str(row["head"]), num(row["s"], "g"), num(row["m"], "g"), str(row["n"]),
+            num(row["mean"]), num(row["std"]),
+            f"{num(row['ci95_low'], '.3f')}-{num(row['ci95_high'], '.3f')}", others,
+        )
+    Console().print(table)

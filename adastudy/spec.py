@@ -1,12 +1,14 @@
 """The study spec: a TOML file, validated with pydantic.
 
-This module is the schema only (it imports nothing of adastudy but its errors), so the
-data, trial and study layers can all take its models as arguments. Every validation
-error is one line naming the file and the key:
+This module is the schema only (it imports nothing of adastudy but its errors and the
+heads' names and parameter checks from `theory`), so the data, trial and study layers
+can all take its models as arguments. Every validation error is one line naming the file
+and the key:
 
     studies/x.toml: train.lr: must be > 0, got -1
 
-Sections so far: `[data]`, `[model]`, `[train]`. Unknown keys are errors.
+Sections: `[study]`, `[heads.<name>]`, `[search]` (the sweep), `[data]`, `[model]`,
+`[train]` (each trial). Unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from adastudy.errors import AdastudyError
+from adastudy.errors import AdastudyError, ParameterError
+from adastudy.theory import HEAD_DEFAULTS, HEAD_NAMES, check_head_params
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,9 +31,13 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "STUDY_METRICS",
     "DataSpec",
+    "HeadGrid",
     "ModelSpec",
+    "SearchSpec",
     "SpecError",
+    "StudySection",
     "StudySpec",
     "TrainSpec",
     "TrialSpec",
@@ -135,17 +142,110 @@ class TrainSpec(_Section):
         return self
 
 
-class StudySpec(_Section):
-    """A whole spec file. Later issues add `[study]`, `[heads.*]` and `[search]`."""
+#: Final metrics a study may rank its trials by (TrialResult.metrics keys).
+STUDY_METRICS = (
+    "verification_accuracy", "rank1", "val_accuracy", "tar_at_far_1e-02", "tar_at_far_1e-03",
+)
 
+
+class StudySection(_Section):
+    """`[study]`: what the sweep is called, its seeds, and what it ranks trials by."""
+
+    #: The run folder is runs/<name>/ unless --out says otherwise.
+    name: str = Field("study", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    #: Every grid point runs once per seed.
+    seeds: tuple[int, ...] = (0,)
+    metric: str = "verification_accuracy"
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySection:
+        if not self.seeds or any(seed < 0 for seed in self.seeds):
+            raise ValueError("seeds: must be a non-empty list of integers >= 0")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: must not repeat, got {list(self.seeds)}")
+        if self.metric not in STUDY_METRICS:
+            raise ValueError(f"metric: must be one of {', '.join(STUDY_METRICS)}, "
+                             f"got {self.metric!r}")
+        return self
+
+
+class HeadGrid(_Section):
+    """`[heads.<name>]`: the values of s and m (radians) to sweep for one head; heads
+    without the parameter (AdaCos, softmax) take an empty table."""
+
+    s: tuple[float, ...] | None = None
+    m: tuple[float, ...] | None = None
+
+
+class SearchSpec(_Section):
+    """`[search]`: how the grid is walked, and the pruner on the validation accuracy."""
+
+    #: "grid": every (s, m) point × every seed, each exactly once.
+    method: Literal["grid"] = "grid"
+    #: "median" / "hyperband" stop trials whose validation accuracy lags (per epoch).
+    pruner: Literal["none", "median", "hyperband"] = "none"
+    #: Median pruner: trials to finish before pruning starts, and epochs before a trial
+    #: may be pruned.
+    startup_trials: int = Field(5, ge=0)
+    warmup_epochs: int = Field(1, ge=0)
+
+
+class StudySpec(_Section):
+    """A whole spec file."""
+
+    study: StudySection = StudySection()
+    heads: dict[str, HeadGrid] = {}
+    search: SearchSpec = SearchSpec()
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> StudySpec:
+        for name, grid in self.heads.items():
+            if name not in HEAD_NAMES:
+                raise ValueError(f"heads.{name}: unknown head; choose one of "
+                                 f"{', '.join(HEAD_NAMES)}")
+            takes = HEAD_DEFAULTS[name]
+            for key in ("s", "m"):
+                values = getattr(grid, key)
+                if values is None:
+                    continue
+                if key not in takes:
+                    raise ValueError(f"heads.{name}.{key}: {name} takes no {key}")
+                if not values:
+                    raise ValueError(f"heads.{name}.{key}: must not be empty")
+                if len(set(values)) != len(values):
+                    raise ValueError(f"heads.{name}.{key}: must not repeat values")
+                for value in values:
+                    try:
+                        check_head_params(name, **{key: value})
+                    except ParameterError as exc:
+                        raise ValueError(f"heads.{name}.{key}: {exc}") from None
+        return self
 
     def digest(self) -> str:
         """SHA-256 of the spec's canonical JSON: equal specs, equal digests."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def trials(self) -> list[TrialSpec]:
+        """The grid: every head's (s, m) points × every seed, in a stable order (heads
+        in the spec's order, then s, m, seed). Unset s / m take the head's default."""
+        out = []
+        for name, grid in self.heads.items():
+            takes = HEAD_DEFAULTS[name]
+            s_values = grid.s or ((takes["s"],) if "s" in takes else (None,))
+            m_values = grid.m or ((takes["m"],) if "m" in takes else (None,))
+            for s in s_values:
+                for m in m_values:
+                    for seed in self.study.seeds:
+                        out.append(TrialSpec(
+                            data=self.data, model=self.model, train=self.train,
+                            head=name, s=s, m=m, seed=seed,
+                        ))
+        return out
 
 
 class TrialSpec(_Section):

@@ -1,0 +1,136 @@
+"""What every engine shares: the run folder, its lock, and turning a trial into a record.
+
+An engine (Optuna here, Ray later) runs the spec's grid, `StudySpec.trials()`, and hands
+each finished trial to `store.write_trial_record` as `trial_record(...)`; the tables and
+reports read only the store, so they do not care which engine ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from adastudy import store
+from adastudy.errors import AdastudyError
+from adastudy.spec import StudySpec, TrialSpec
+from adastudy.theory import check_head_params
+
+__all__ = [
+    "SWEEP_LOCK",
+    "WORKERS_LOCK",
+    "RunFolderError",
+    "hyperparameters",
+    "now",
+    "prepare_run_dir",
+    "run_lock",
+    "trial_record",
+    "waiting_lock",
+]
+
+SWEEP_LOCK = ".sweep.lock"
+WORKERS_LOCK = ".workers.lock"
+
+
+class RunFolderError(AdastudyError):
+    """The run folder cannot be used: made from another spec, busy, or not writable."""
+
+
+def now() -> str:
+    """The current time, ISO 8601 in UTC."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def prepare_run_dir(spec: StudySpec, spec_path: Path, out: Path | None) -> Path:
+    """The run folder for `spec` (default runs/<study.name>), created if needed.
+
+    Refuses (without changing anything) a folder whose manifest holds another spec's
+    digest, or a path that is a file or cannot be written.
+    """
+    run_dir = Path(out) if out is not None else Path("runs") / spec.study.name
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: exists and is not a folder")
+    manifest = store.read_manifest(run_dir) if run_dir.is_dir() else None
+    if manifest is not None and manifest.get("spec_digest") != spec.digest():
+        raise RunFolderError(
+            f"{run_dir}: was made from another spec ({manifest.get('spec_path', '?')}, digest "
+            f"{str(manifest.get('spec_digest'))[:12]}); give --out a new folder"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise RunFolderError(f"{run_dir}: cannot write there ({exc.strerror})") from None
+    return run_dir
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, name: str = SWEEP_LOCK, *, shared: bool = False) -> Iterator[None]:
+    """Hold one of the run folder's locks (flock: a killed process releases it, so no
+    stale lock survives it). Raises `RunFolderError` when another process holds it.
+
+    The process that runs a sweep holds `SWEEP_LOCK` exclusively; its workers hold
+    `WORKERS_LOCK` shared, so a new sweep can tell that workers of an earlier one live.
+    """
+    with open(run_dir / name, "a+") as handle:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFolderError(f"{run_dir}: another sweep is running in this folder") from None
+        yield
+
+
+@contextlib.contextmanager
+def waiting_lock(run_dir: Path, name: str) -> Iterator[None]:
+    """An exclusive lock that waits its turn (short critical sections between workers)."""
+    with open(run_dir / name, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def trial_record(
+    trial: TrialSpec,
+    result: Any | None,
+    *,
+    number: int | None,
+    started_at: str,
+    error: str | None = None,
+    series: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The store record of one trial: its `TrialResult`, or `error` when it raised."""
+    s, m = hyperparameters(trial)
+    record: dict[str, Any] = {
+        "key": store.trial_key(trial.head, s, m, trial.seed),
+        "number": number,
+        "head": trial.head,
+        "s": s,
+        "m": m,
+        "seed": trial.seed,
+        "started_at": started_at,
+        "finished_at": now(),
+        "worker": f"pid {os.getpid()}",
+        "series": series or [],
+        "error": error,
+    }
+    if result is None:
+        record.update(state="failed", metrics={}, steps_to_theta_med={})
+        return record
+    fields = result.to_dict()
+    for key in ("head", "s", "m", "seed"):
+        fields.pop(key)
+    record.update(fields)
+    return record
+
+
+def hyperparameters(trial: TrialSpec) -> tuple[float | None, float | None]:
+    """(s, m) that the trial's head uses: its defaults where the grid left them unset,
+    None for a parameter the head does not take."""
+    values = check_head_params(trial.head, **trial.head_params())
+    return values.get("s"), values.get("m")
