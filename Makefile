@@ -10,6 +10,7 @@ setup:
 
 run: setup
 	$(BIN)/adastudy theory --classes 10575
+	$(BIN)/adastudy sweep studies/quick.toml
 
 test: setup
 	$(BIN)/python -m pytest
@@ -18,6 +19,7 @@ bench: setup
 	$(BIN)/python benchmarks/heads.py --markdown
 	$(BIN)/python benchmarks/loop.py
 	$(BIN)/python benchmarks/evaluate.py
+	$(BIN)/python benchmarks/sweep.py
 
 lint: setup
 	$(BIN)/ruff check adastudy tests benchmarks

@@ -364,9 +364,8 @@ def sweep(
             study, spec_path, out=out, workers=workers,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    err = Console(stderr=True)
-    for problem in summary.problems:
-        err.print(f"warning: {problem}", markup=False)
+    for problem in summary.problems:  # plain lines: rich would wrap long paths
+        typer.echo(f"warning: {problem}", err=True)
     resume = f"adastudy sweep {spec_path} --out {summary.run_dir}" + (
         f" --workers {workers}" if workers > 1 else "")
     if as_json:
@@ -377,7 +376,7 @@ def sweep(
         _print_leaderboard(summary.run_dir)
         typer.echo(f"{summary.finished}/{summary.planned} trials finished in {summary.run_dir}")
     if summary.interrupted:
-        err.print(f"interrupted: resume with  {resume}", markup=False)
+        typer.echo(f"interrupted: resume with  {resume}", err=True)
         raise typer.Exit(130)
 
 

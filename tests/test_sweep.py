@@ -243,3 +243,29 @@ def test_the_quick_study_spec_is_valid_and_its_grid_is_as_documented():
     assert heads.count("cosface") == 9 * 2 and heads.count("arcface") == 9 * 2
     assert heads.count("normface") >= 3 * 2
     assert heads.count("adacos-fixed") == heads.count("adacos-dynamic") == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_prints_the_resume_command_and_the_rerun_finishes(tmp_path):
+    spec_path = write_spec(tmp_path, epochs=6)
+    out = tmp_path / "run"
+    command = [SCRIPT, "sweep", str(spec_path), "--out", str(out)]
+    # Its own process group, as a terminal's Ctrl-C reaches the command and its workers.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+        (out / "trials").exists() and any((out / "trials").glob("*.json"))
+    ):
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert f"resume with  adastudy sweep {spec_path} --out {out}" in stderr
+    assert "Traceback" not in stderr
+    finished = keys_of(out)
+    assert 1 <= len(finished) < 6
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert keys_of(out) == planned_keys(spec_path)

@@ -155,8 +155,19 @@ def _worker_main(
     study = open_study(folder, spec)
     maximize = spec.study.direction == "maximize"
     data = None
+    # Ctrl-C reaches the workers too: it abandons a running trial (its point has no
+    # record, so a resumed sweep runs it again), but never cuts a record or an Optuna
+    # write in half: outside run_trial it only asks the loop to stop.
+    phase = {"in_trial": False, "stop": False}
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if phase["in_trial"]:
+            raise KeyboardInterrupt
+        phase["stop"] = True
+
+    signal.signal(signal.SIGINT, on_sigint)
     with run_lock(folder, WORKERS_LOCK, shared=True):
-        while os.getppid() == parent_pid:
+        while not phase["stop"] and os.getppid() == parent_pid:
             with waiting_lock(folder, _ASK_LOCK):
                 if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                     return
@@ -176,11 +187,14 @@ def _worker_main(
             reporter = _OptunaReporter(trial, maximize)
             started = now()
             try:
+                phase["in_trial"] = True
                 result = run_trial(spec_t, reporter, data=data)
             except KeyboardInterrupt:
+                phase["in_trial"] = False
                 study.tell(trial, state=TrialState.FAIL)
                 return
             except Exception as exc:  # a trial that raises is a result, not a crash
+                phase["in_trial"] = False
                 error = f"{type(exc).__name__}: {exc}"
                 store.write_trial_record(folder, trial_record(
                     spec_t, None, number=trial.number, started_at=started, error=error,
@@ -190,6 +204,7 @@ def _worker_main(
                 trial.set_user_attr("error", error[:1000])
                 study.tell(trial, state=TrialState.FAIL)
                 continue
+            phase["in_trial"] = False
             store.write_trial_record(folder, trial_record(
                 spec_t, result, number=trial.number, started_at=started, series=reporter.rows,
             ))
