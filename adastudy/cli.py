@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
@@ -354,16 +355,21 @@ def sweep(
         raise ParameterError(f"{spec_path}: heads: the spec names no head to sweep")
     from adastudy.backends.optuna import run_sweep
 
-    with Progress(
-        TextColumn(f"sweep {study.study.name}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("trials"), TimeElapsedColumn(), console=Console(stderr=True),
-        transient=True, disable=as_json,
-    ) as bar:
-        task = bar.add_task("sweep", total=len(study.trials()))
-        summary = run_sweep(
-            study, spec_path, out=out, workers=workers,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+    if as_json:
+        summary = run_sweep(study, spec_path, out=out, workers=workers)
+    else:
+        bar = Progress(
+            TextColumn(f"sweep {study.study.name}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("trials"), TimeElapsedColumn(),
         )
+        task = bar.add_task("sweep", total=len(study.trials()))
+        with Live(bar, console=Console(stderr=True), transient=True,
+                  refresh_per_second=4) as live:
+            def update(status: Any) -> None:
+                bar.update(task, completed=status.finished, total=status.planned)
+                live.update(Group(bar, _live_table(status, study.study)))
+
+            summary = run_sweep(study, spec_path, out=out, workers=workers, progress=update)
     for problem in summary.problems:  # plain lines: rich would wrap long paths
         typer.echo(f"warning: {problem}", err=True)
     resume = f"adastudy sweep {spec_path} --out {summary.run_dir}" + (
@@ -405,6 +411,30 @@ def export(
 
     for path in store.export(run_dir, fmt, out):
         typer.echo(f"wrote {path}")
+
+
+def _live_table(status: Any, study: Any) -> Table:
+    """Running trials and the best configuration so far of each head (mean over its
+    finished seeds), for the live view of a sweep."""
+    runs: dict[tuple[str, Any, Any], list[float]] = {}
+    for record in status.records:
+        value = (record.get("metrics") or {}).get(study.metric)
+        if record.get("state") == "complete" and value is not None:
+            runs.setdefault((record["head"], record["s"], record["m"]), []).append(value)
+    best: dict[str, tuple[float, Any, Any, int]] = {}
+    sign = 1.0 if study.direction == "maximize" else -1.0
+    for (head, s, m), values in runs.items():
+        mean = sum(values) / len(values)
+        if head not in best or sign * mean > sign * best[head][0]:
+            best[head] = (mean, s, m, len(values))
+    table = Table(title=f"best so far per head: mean {study.metric} over finished seeds")
+    for column in ("head", "s", "m", "seeds", "mean"):
+        table.add_column(column, justify="left" if column == "head" else "right")
+    for head, (mean, s, m, n) in sorted(best.items(), key=lambda kv: -sign * kv[1][0]):
+        table.add_row(head, "-" if s is None else f"{s:g}", "-" if m is None else f"{m:g}",
+                      str(n), f"{mean:.4f}")
+    table.caption = "running: " + (", ".join(status.running) or "-")
+    return table
 
 
 def _print_leaderboard(

@@ -251,8 +251,13 @@ def test_ctrl_c_stops_cleanly_prints_the_resume_command_and_the_rerun_finishes(t
     out = tmp_path / "run"
     command = [SCRIPT, "sweep", str(spec_path), "--out", str(out)]
     # Its own process group, as a terminal's Ctrl-C reaches the command and its workers.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+    # SIGINT's default action restored: a test runner started in the background (as CI
+    # may be) hands its children SIGINT ignored, which a terminal's user never has.
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (
         (out / "trials").exists() and any((out / "trials").glob("*.json"))

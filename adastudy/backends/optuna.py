@@ -41,10 +41,20 @@ from adastudy.backends import (
 from adastudy.spec import SearchSpec, StudySpec, TrialSpec
 from adastudy.theory import HEAD_NAMES
 
-__all__ = ["STORAGE_NAME", "SweepSummary", "open_study", "run_sweep"]
+__all__ = ["STORAGE_NAME", "SweepStatus", "SweepSummary", "open_study", "run_sweep"]
 
 STORAGE_NAME = "optuna.journal"
 _ASK_LOCK = ".ask.lock"
+
+
+@dataclass
+class SweepStatus:
+    """What a live view shows while a sweep runs."""
+
+    finished: int
+    planned: int
+    records: list[dict[str, Any]]  #: the store's records of this plan's trials
+    running: list[str]  #: keys of the trials running now
 
 
 @dataclass
@@ -237,7 +247,7 @@ def run_sweep(
     *,
     out: Path | None = None,
     workers: int = 1,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[SweepStatus], None] | None = None,
 ) -> SweepSummary:
     """Run (or resume) the spec's grid on Optuna with `workers` processes.
 
@@ -272,6 +282,8 @@ def run_sweep(
         records, problems = store.read_trial_records(run_dir)
         store.consolidate(run_dir)
         finished = len({r["key"] for r in records} & set(plan))
+        # Workers that stopped early (their Ctrl-C, a crash) leave points to resume.
+        interrupted = interrupted or finished < len(plan)
         manifest["runs"][-1]["ended_at"] = now()
         manifest["runs"][-1]["interrupted"] = interrupted
         manifest["ended_at"] = now()
@@ -284,7 +296,7 @@ def _run_workers(
     spec: StudySpec,
     plan: dict[str, TrialSpec],
     workers: int,
-    progress: Callable[[int, int], None] | None,
+    progress: Callable[[SweepStatus], None] | None,
 ) -> bool:
     """Start the workers and wait for them, reporting progress; True after Ctrl-C."""
     context = multiprocessing.get_context("spawn")
@@ -300,11 +312,21 @@ def _run_workers(
     ]
     for process in processes:
         process.start()
+    study = open_study(run_dir, spec)
+
+    def report() -> None:
+        if progress is None:
+            return
+        records = [r for r in store.read_trial_records(run_dir)[0] if r["key"] in plan]
+        running = [
+            t.user_attrs.get("key", "?")
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        ]
+        progress(SweepStatus(len(records), len(plan), records, running))
+
     try:
         while any(p.is_alive() for p in processes):
-            if progress is not None:
-                records, _ = store.read_trial_records(run_dir)
-                progress(len({r["key"] for r in records} & set(plan)), len(plan))
+            report()
             time.sleep(0.5)
     except KeyboardInterrupt:
         # The workers got the same SIGINT: they fail their trial in Optuna and leave.
@@ -313,7 +335,5 @@ def _run_workers(
             if process.is_alive():
                 process.terminate()
         return True
-    if progress is not None:
-        records, _ = store.read_trial_records(run_dir)
-        progress(len({r["key"] for r in records} & set(plan)), len(plan))
+    report()
     return False
