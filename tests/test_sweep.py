@@ -274,3 +274,16 @@ def test_ctrl_c_stops_cleanly_prints_the_resume_command_and_the_rerun_finishes(t
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert keys_of(out) == planned_keys(spec_path)
+
+
+def test_a_hyperband_pruner_runs_the_grid_to_a_final_state_for_every_point(tmp_path):
+    text = TINY + '\n[search]\npruner = "hyperband"\n'
+    spec_path = write_spec(tmp_path, text, epochs=3)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sweep", str(spec_path), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert sorted(trials["key"]) == planned_keys(spec_path)
+    assert set(trials["state"]) <= {"complete", "pruned"}
+    pruned = trials[trials["state"] == "pruned"]
+    assert (pruned["epochs"] < 3).all()
