@@ -34,6 +34,7 @@ __all__ = [
     "STUDY_METRICS",
     "DataSpec",
     "HeadGrid",
+    "Range",
     "ModelSpec",
     "SearchSpec",
     "SpecError",
@@ -170,19 +171,45 @@ class StudySection(_Section):
         return self
 
 
-class HeadGrid(_Section):
-    """`[heads.<name>]`: the values of s and m (radians) to sweep for one head; heads
-    without the parameter (AdaCos, softmax) take an empty table."""
+class Range(_Section):
+    """`{ low = ..., high = ... }`: an interval for the TPE search (`log`: sample the
+    logarithm uniformly, for scales)."""
 
-    s: tuple[float, ...] | None = None
-    m: tuple[float, ...] | None = None
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"high: must be > low ({self.low:g}), got {self.high:g}")
+        return self
+
+
+class HeadGrid(_Section):
+    """`[heads.<name>]`: the values of s and m (radians) to sweep for one head, as a list
+    (grid) or, with `search.method = "tpe"`, a range; heads without the parameter
+    (AdaCos, softmax) take an empty table."""
+
+    s: tuple[float, ...] | Range | None = None
+    m: tuple[float, ...] | Range | None = None
+
+    def searched(self) -> bool:
+        """True when a parameter is a range (the TPE search samples it)."""
+        return isinstance(self.s, Range) or isinstance(self.m, Range)
 
 
 class SearchSpec(_Section):
     """`[search]`: how the grid is walked, and the pruner on the validation accuracy."""
 
-    #: "grid": every (s, m) point × every seed, each exactly once.
-    method: Literal["grid"] = "grid"
+    #: "grid": every (s, m) point × every seed, each exactly once. "tpe": heads with a
+    #: range are searched by Optuna's TPE sampler, `trials` configurations each, every
+    #: configuration run with every seed; heads without a range run as a grid.
+    method: Literal["grid", "tpe"] = "grid"
+    #: tpe: configurations sampled per searched head.
+    trials: int = Field(20, ge=1, le=100_000)
+    #: tpe: the sampler's seed.
+    seed: int = Field(0, ge=0)
     #: "median" / "hyperband" stop trials whose validation accuracy lags (per epoch).
     pruner: Literal["none", "median", "hyperband"] = "none"
     #: Median pruner: trials to finish before pruning starts, and epochs before a trial
@@ -214,9 +241,14 @@ class StudySpec(_Section):
                     continue
                 if key not in takes:
                     raise ValueError(f"heads.{name}.{key}: {name} takes no {key}")
-                if not values:
+                if isinstance(values, Range):
+                    if self.search.method != "tpe":
+                        raise ValueError(f"heads.{name}.{key}: a range needs "
+                                         "search.method = 'tpe'; give a list for the grid")
+                    values = (values.low, values.high)
+                elif not values:
                     raise ValueError(f"heads.{name}.{key}: must not be empty")
-                if len(set(values)) != len(values):
+                elif len(set(values)) != len(values):
                     raise ValueError(f"heads.{name}.{key}: must not repeat values")
                 for value in values:
                     try:
@@ -230,11 +262,18 @@ class StudySpec(_Section):
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def searched_heads(self) -> list[str]:
+        """Heads that the TPE search samples (those with a range), in the spec's order."""
+        return [name for name, grid in self.heads.items() if grid.searched()]
+
     def trials(self) -> list[TrialSpec]:
         """The grid: every head's (s, m) points × every seed, in a stable order (heads
-        in the spec's order, then s, m, seed). Unset s / m take the head's default."""
+        in the spec's order, then s, m, seed). Unset s / m take the head's default.
+        Heads searched by TPE (`searched_heads`) are not in it."""
         out = []
         for name, grid in self.heads.items():
+            if grid.searched():
+                continue
             takes = HEAD_DEFAULTS[name]
             s_values = grid.s or ((takes["s"],) if "s" in takes else (None,))
             m_values = grid.m or ((takes["m"],) if "m" in takes else (None,))
@@ -299,7 +338,10 @@ def _format_value(value: Any) -> str:
 
 
 def _one_line(error: dict[str, Any], source: str) -> str:
-    loc = ".".join(str(part) for part in error["loc"])
+    # A union's errors name the member tried (`tuple[float, ...]`, `Range`): not a key.
+    parts = [str(p) for p in error["loc"] if not (isinstance(p, str) and (
+        "[" in p or p == "Range"))]
+    loc = ".".join(parts)
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind == "literal_error":
@@ -324,7 +366,18 @@ def parse(data: dict[str, Any], source: str = "<spec>", model: type[BaseModel] =
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_one_line(exc.errors()[0], source)) from None
+        errors = exc.errors()
+        # For a list-or-range key, report the member that matches what was written.
+        fitting = [e for e in errors if not _wrong_union_member(e)] or errors
+        raise SpecError(_one_line(fitting[0], source)) from None
+
+
+def _wrong_union_member(error: dict[str, Any]) -> bool:
+    given = error.get("input")
+    if error["type"] == "tuple_type" and isinstance(given, dict):
+        return True
+    return error["type"] in ("model_type", "model_attributes_type") and isinstance(
+        given, (list, tuple))
 
 
 def load(path: str | Path) -> StudySpec:

@@ -287,3 +287,67 @@ def test_a_hyperband_pruner_runs_the_grid_to_a_final_state_for_every_point(tmp_p
     assert set(trials["state"]) <= {"complete", "pruned"}
     pruned = trials[trials["state"] == "pruned"]
     assert (pruned["epochs"] < 3).all()
+
+
+TPE = TINY.replace(
+    '[heads.cosface]\ns = [16.0, 32.0]\nm = [0.2]\n',
+    '[heads.cosface]\ns = { low = 8.0, high = 32.0, log = true }\nm = { low = 0.1, high = 0.4 }\n',
+) + '\n[search]\nmethod = "tpe"\ntrials = 3\nseed = 7\n'
+
+
+def test_a_tpe_search_samples_its_budget_of_configurations_each_with_every_seed(tmp_path):
+    spec_path = write_spec(tmp_path, TPE)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sweep", str(spec_path), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["planned"] == summary["finished"] == 3 * 2 + 2  # TPE + adacos grid
+
+    trials = pd.read_parquet(out / "trials.parquet")
+    cosface = trials[trials["head"] == "cosface"]
+    assert len(cosface) == 6 and set(cosface["state"]) == {"complete"}
+    assert cosface["s"].between(8.0, 32.0).all() and cosface["m"].between(0.1, 0.4).all()
+    configs = cosface.groupby(["s", "m"])["seed"].apply(sorted)
+    assert len(configs) == 3 and all(seeds == [0, 1] for seeds in configs)
+    assert len(trials[trials["head"] == "adacos-fixed"]) == 2
+
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "optuna.journal")))
+    head_study = optuna.load_study(study_name="tiny:cosface", storage=storage)
+    assert [t.state.name for t in head_study.trials] == ["COMPLETE"] * 3
+    for t in head_study.trials:  # each told the mean over its seeds
+        rows = cosface[(cosface["s"] == t.params["s"]) & (cosface["m"] == t.params["m"])]
+        assert t.value == pytest.approx(rows["verification_accuracy"].mean())
+
+    again = CliRunner().invoke(app, ["sweep", str(spec_path), "--out", str(out), "--json"])
+    assert again.exit_code == 0, again.output
+    assert len(optuna.load_study(study_name="tiny:cosface", storage=storage).trials) == 3
+    assert len(pd.read_parquet(out / "trials.parquet")) == 8
+
+
+def test_the_tpe_sequence_is_repeatable_with_its_seed(tmp_path):
+    sampled = []
+    for run in ("a", "b"):
+        spec_path = write_spec(tmp_path, TPE.replace("seeds = [0, 1]", "seeds = [0]"),
+                               name=f"{run}.toml")
+        out = tmp_path / run
+        assert CliRunner().invoke(app, ["sweep", str(spec_path), "--out", str(out)]).exit_code == 0
+        trials = pd.read_parquet(out / "trials.parquet")
+        sampled.append(sorted(trials.loc[trials["head"] == "cosface", "s"]))
+    assert sampled[0] == sampled[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (TINY.replace("s = [16.0, 32.0]", "s = { low = 8.0, high = 32.0 }"),
+         "heads.cosface.s: a range needs search.method = 'tpe'"),
+        (TPE.replace("high = 32.0", "high = 4.0"), "heads.cosface.s.high: must be > low (8)"),
+        (TPE.replace("low = 8.0", "low = -1.0"), "heads.cosface.s: s (scale) must be"),
+        (TPE.replace("trials = 3", "trials = 0"), "search.trials: must be >= 1, got 0"),
+    ],
+)
+def test_bad_tpe_specs_are_one_line_errors(tmp_path, text, needle):
+    result = CliRunner().invoke(app, ["sweep", str(write_spec(tmp_path, text))])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and needle in result.stderr

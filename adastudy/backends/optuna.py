@@ -14,6 +14,8 @@ enqueued again). The run folder's lock refuses a second sweep on the same folder
 from __future__ import annotations
 
 import ctypes
+import functools
+import math
 import multiprocessing
 import os
 import signal
@@ -45,6 +47,8 @@ __all__ = ["STORAGE_NAME", "SweepStatus", "SweepSummary", "open_study", "run_swe
 
 STORAGE_NAME = "optuna.journal"
 _ASK_LOCK = ".ask.lock"
+#: Outcomes of trials that ended (a result), as opposed to ones whose process died.
+_FINAL_FAILURES = ("failed", "diverged")
 
 
 @dataclass
@@ -53,7 +57,7 @@ class SweepStatus:
 
     finished: int
     planned: int
-    records: list[dict[str, Any]]  #: the store's records of this plan's trials
+    records: list[dict[str, Any]]  #: the store's records so far
     running: list[str]  #: keys of the trials running now
 
 
@@ -66,19 +70,47 @@ class SweepSummary:
     problems: list[str]
 
 
+@functools.cache
+def _storage(path: str) -> optuna.storages.JournalStorage:
+    """One storage object per journal file and process (it caches the replayed log)."""
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+
+
 def open_study(run_dir: Path, spec: StudySpec) -> optuna.Study:
-    """The run's Optuna study (created on first use)."""
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(run_dir / STORAGE_NAME))
-    )
+    """The run's Optuna study of the grid (created on first use)."""
     return optuna.create_study(
-        storage=storage,
+        storage=_storage(str(run_dir / STORAGE_NAME)),
         study_name=spec.study.name,
         direction=spec.study.direction,
         # Every trial is enqueued with its parameters: the sampler never chooses.
         sampler=optuna.samplers.RandomSampler(seed=0),
         pruner=_pruner(spec.search, spec.train.epochs),
         load_if_exists=True,
+    )
+
+
+def open_head_study(run_dir: Path, spec: StudySpec, head: str) -> optuna.Study:
+    """The TPE study of one searched head, named `<study>:<head>`. Its sampler's seed
+    is the search seed plus the trials so far: the same sequence on a rerun, and two
+    workers asking in turn never draw the same start-up point."""
+    storage = _storage(str(run_dir / STORAGE_NAME))
+    name = f"{spec.study.name}:{head}"
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction=spec.study.direction, load_if_exists=True
+    )
+    seed = spec.search.seed + len(study.get_trials(deepcopy=False))
+    return optuna.load_study(
+        study_name=name, storage=storage, sampler=optuna.samplers.TPESampler(seed=seed)
+    )
+
+
+def _configs_taken(study: optuna.Study) -> int:
+    """TPE configurations that count against the budget: finished or running (a trial
+    failed because its process died does not count: it is sampled anew)."""
+    return sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        or (t.state == TrialState.FAIL and t.user_attrs.get("outcome") in _FINAL_FAILURES)
+        for t in study.get_trials(deepcopy=False)
     )
 
 
@@ -97,10 +129,15 @@ def _key(trial: TrialSpec) -> str:
     return store.trial_key(trial.head, s, m, trial.seed)
 
 
-def _enqueue_missing(study: optuna.Study, plan: dict[str, TrialSpec], done: set[str]) -> int:
-    """Fail trials left RUNNING by a dead process; enqueue every point without a record."""
+def _fail_stale(study: optuna.Study) -> None:
+    """Fail the trials left RUNNING by a process that died (no worker is alive now)."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
+
+
+def _enqueue_missing(study: optuna.Study, plan: dict[str, TrialSpec], done: set[str]) -> int:
+    """Fail trials left RUNNING by a dead process; enqueue every point without a record."""
+    _fail_stale(study)
     waiting = {
         t.user_attrs.get("key")
         for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
@@ -154,79 +191,143 @@ def _worker_main(
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus
     import torch
 
-    from adastudy.data import build_data
-    from adastudy.train import run_trial
-
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    folder = Path(run_dir)
-    spec = StudySpec.model_validate_json(spec_json)
-    plan = {_key(t): t for t in spec.trials()}
-    study = open_study(folder, spec)
-    maximize = spec.study.direction == "maximize"
-    data = None
+    worker = _Worker(Path(run_dir), StudySpec.model_validate_json(spec_json))
     # Ctrl-C reaches the workers too: it abandons a running trial (its point has no
     # record, so a resumed sweep runs it again), but never cuts a record or an Optuna
     # write in half: outside run_trial it only asks the loop to stop.
-    phase = {"in_trial": False, "stop": False}
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        if phase["in_trial"]:
-            raise KeyboardInterrupt
-        phase["stop"] = True
-
-    signal.signal(signal.SIGINT, on_sigint)
-    with run_lock(folder, WORKERS_LOCK, shared=True):
-        while not phase["stop"] and os.getppid() == parent_pid:
-            with waiting_lock(folder, _ASK_LOCK):
-                if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                    return
-                trial = study.ask()
-            key = trial.user_attrs.get("key")
-            if key not in plan:  # not one of ours (cannot happen under the lock)
-                study.tell(trial, state=TrialState.FAIL)
-                continue
-            spec_t = plan[key]
-            trial.suggest_categorical("head", HEAD_NAMES)
-            trial.suggest_int("seed", spec_t.seed, spec_t.seed)
-            s, m = hyperparameters(spec_t)
-            for name, value in (("s", s), ("m", m)):
-                if value is not None:
-                    trial.suggest_float(name, value, value)
-            data = data if data is not None else build_data(spec.data)
-            reporter = _OptunaReporter(trial, maximize)
-            started = now()
-            try:
-                phase["in_trial"] = True
-                result = run_trial(spec_t, reporter, data=data)
-            except KeyboardInterrupt:
-                phase["in_trial"] = False
-                study.tell(trial, state=TrialState.FAIL)
+    signal.signal(signal.SIGINT, worker.on_sigint)
+    with run_lock(worker.folder, WORKERS_LOCK, shared=True):
+        while not worker.stop and os.getppid() == parent_pid:
+            with waiting_lock(worker.folder, _ASK_LOCK):
+                job = worker.next_job()
+            if job is None:
                 return
-            except Exception as exc:  # a trial that raises is a result, not a crash
-                phase["in_trial"] = False
-                error = f"{type(exc).__name__}: {exc}"
-                store.write_trial_record(folder, trial_record(
-                    spec_t, None, number=trial.number, started_at=started, error=error,
-                    series=reporter.rows,
-                ))
-                trial.set_user_attr("outcome", "failed")
-                trial.set_user_attr("error", error[:1000])
-                study.tell(trial, state=TrialState.FAIL)
-                continue
-            phase["in_trial"] = False
-            store.write_trial_record(folder, trial_record(
-                spec_t, result, number=trial.number, started_at=started, series=reporter.rows,
+            owner, trial, run = job
+            try:
+                run(trial)
+            except KeyboardInterrupt:
+                owner.tell(trial, state=TrialState.FAIL)
+                return
+
+
+class _Worker:
+    """One worker process: takes the next grid point or TPE configuration, runs it,
+    records it in the store, and tells Optuna."""
+
+    def __init__(self, folder: Path, spec: StudySpec) -> None:
+        self.folder = folder
+        self.spec = spec
+        self.plan = {_key(t): t for t in spec.trials()}
+        self.study = open_study(folder, spec)
+        self.maximize = spec.study.direction == "maximize"
+        self.data: Any = None
+        self.in_trial = False
+        self.stop = False
+
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        if self.in_trial:
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def next_job(self) -> tuple[optuna.Study, optuna.Trial, Callable[[Any], None]] | None:
+        """(study, trial, how to run it): a waiting grid point first, then a TPE
+        configuration of a searched head with budget left; None when all is taken."""
+        if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            trial = self.study.ask()
+            if trial.user_attrs.get("key") in self.plan:
+                return self.study, trial, self.run_point
+            self.study.tell(trial, state=TrialState.FAIL)  # not ours: cannot happen
+            return None
+        for head in self.spec.searched_heads():
+            study = open_head_study(self.folder, self.spec, head)
+            if _configs_taken(study) < self.spec.search.trials:
+                trial = study.ask()
+                return study, trial, functools.partial(self.run_config, study, head)
+        return None
+
+    def execute(self, trial_spec: TrialSpec, reporter: Any, number: int) -> Any:
+        """Run one trial and write its record; the result, or None when it raised."""
+        from adastudy.data import build_data
+        from adastudy.train import run_trial
+
+        if self.data is None:
+            self.data = build_data(self.spec.data)
+        started = now()
+        try:
+            self.in_trial = True
+            result = run_trial(trial_spec, reporter, data=self.data)
+        except Exception as exc:  # a trial that raises is a result, not a crash
+            self.in_trial = False
+            store.write_trial_record(self.folder, trial_record(
+                trial_spec, None, number=number, started_at=started,
+                error=f"{type(exc).__name__}: {exc}", series=reporter.rows,
             ))
-            trial.set_user_attr("outcome", result.state)
-            if result.state == "complete":
-                value = result.metrics.get(spec.study.metric, float("nan"))
-                study.tell(trial, value)
-            elif result.state == "pruned":
-                study.tell(trial, state=TrialState.PRUNED)
-            else:  # diverged: Optuna has no such state
-                trial.set_user_attr("diverged_reason", result.diverged_reason)
-                study.tell(trial, state=TrialState.FAIL)
+            return None
+        finally:
+            self.in_trial = False
+        store.write_trial_record(self.folder, trial_record(
+            trial_spec, result, number=number, started_at=started, series=reporter.rows,
+        ))
+        return result
+
+    def run_point(self, trial: optuna.Trial) -> None:
+        """A grid point × seed, with the pruner watching its validation accuracy."""
+        trial_spec = self.plan[trial.user_attrs["key"]]
+        trial.suggest_categorical("head", HEAD_NAMES)
+        trial.suggest_int("seed", trial_spec.seed, trial_spec.seed)
+        s, m = hyperparameters(trial_spec)
+        for name, value in (("s", s), ("m", m)):
+            if value is not None:
+                trial.suggest_float(name, value, value)
+        result = self.execute(trial_spec, _OptunaReporter(trial, self.maximize), trial.number)
+        if result is None:
+            trial.set_user_attr("outcome", "failed")
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        trial.set_user_attr("outcome", result.state)
+        if result.state == "complete":
+            self.study.tell(trial, result.metrics.get(self.spec.study.metric, math.nan))
+        elif result.state == "pruned":
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:  # diverged: Optuna has no such state
+            trial.set_user_attr("diverged_reason", result.diverged_reason)
+            self.study.tell(trial, state=TrialState.FAIL)
+
+    def run_config(self, study: optuna.Study, head: str, trial: optuna.Trial) -> None:
+        """A TPE configuration of `head`: sample (s, m), run every seed, tell the mean.
+        No pruning here: the seeds of one configuration run one after the other."""
+        from adastudy.spec import Range
+        from adastudy.train import RecordingReporter
+
+        grid = self.spec.heads[head]
+        params = {}
+        for name in ("s", "m"):
+            values = getattr(grid, name)
+            if isinstance(values, Range):
+                params[name] = trial.suggest_float(name, values.low, values.high, log=values.log)
+            elif values:
+                params[name] = trial.suggest_categorical(name, list(values))
+        scores, states = [], []
+        for seed in self.spec.study.seeds:
+            trial_spec = TrialSpec(
+                data=self.spec.data, model=self.spec.model, train=self.spec.train,
+                head=head, seed=seed, **params,
+            )
+            result = self.execute(trial_spec, RecordingReporter(), trial.number)
+            states.append("failed" if result is None else result.state)
+            if result is not None and result.state == "complete":
+                scores.append(result.metrics.get(self.spec.study.metric, math.nan))
+        trial.set_user_attr("seed_states", states)
+        finite = [v for v in scores if math.isfinite(v)]
+        if finite:
+            trial.set_user_attr("outcome", "complete")
+            study.tell(trial, sum(finite) / len(finite))
+        else:
+            diverged = all(state == "diverged" for state in states)
+            trial.set_user_attr("outcome", "diverged" if diverged else "failed")
+            study.tell(trial, state=TrialState.FAIL)
 
 
 def _gpu_sets(workers: int) -> list[str | None]:
@@ -271,32 +372,55 @@ def run_sweep(
         manifest["runs"].append({"started_at": now(), "workers": workers, "argv": sys.argv})
         store.write_manifest(run_dir, manifest)
 
-        records, problems = store.read_trial_records(run_dir)
-        done = {r["key"] for r in records} & set(plan)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        _enqueue_missing(open_study(run_dir, spec), plan, done)
+        records, problems = store.read_trial_records(run_dir)
+        _enqueue_missing(open_study(run_dir, spec), plan, {r["key"] for r in records})
+        for head in spec.searched_heads():
+            _fail_stale(open_head_study(run_dir, spec, head))
 
+        count = functools.partial(_count_finished, run_dir, spec, plan)
+        planned = len(plan) + (
+            len(spec.searched_heads()) * spec.search.trials * len(spec.study.seeds)
+        )
         interrupted = False
-        if len(done) < len(plan):
-            interrupted = _run_workers(run_dir, spec, plan, workers, progress)
+        if count(records) < planned:
+            interrupted = _run_workers(run_dir, spec, workers, progress, count, planned)
         records, problems = store.read_trial_records(run_dir)
         store.consolidate(run_dir)
-        finished = len({r["key"] for r in records} & set(plan))
+        finished = count(records)
         # Workers that stopped early (their Ctrl-C, a crash) leave points to resume.
-        interrupted = interrupted or finished < len(plan)
+        interrupted = interrupted or finished < planned
         manifest["runs"][-1]["ended_at"] = now()
         manifest["runs"][-1]["interrupted"] = interrupted
         manifest["ended_at"] = now()
         store.write_manifest(run_dir, manifest)
-    return SweepSummary(run_dir, len(plan), finished, interrupted, problems)
+    return SweepSummary(run_dir, planned, finished, interrupted, problems)
+
+
+def _count_finished(
+    run_dir: Path, spec: StudySpec, plan: dict[str, TrialSpec], records: list[dict[str, Any]]
+) -> int:
+    """Trials finished so far: grid points with a record, plus seeds × the TPE
+    configurations that ended (up to the budget)."""
+    finished = len({r["key"] for r in records} & set(plan))
+    for head in spec.searched_heads():
+        study = open_head_study(run_dir, spec, head)
+        ended = sum(
+            t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            or (t.state == TrialState.FAIL and t.user_attrs.get("outcome") in _FINAL_FAILURES)
+            for t in study.get_trials(deepcopy=False)
+        )
+        finished += min(ended, spec.search.trials) * len(spec.study.seeds)
+    return finished
 
 
 def _run_workers(
     run_dir: Path,
     spec: StudySpec,
-    plan: dict[str, TrialSpec],
     workers: int,
     progress: Callable[[SweepStatus], None] | None,
+    count: Callable[[list[dict[str, Any]]], int],
+    planned: int,
 ) -> bool:
     """Start the workers and wait for them, reporting progress; True after Ctrl-C."""
     context = multiprocessing.get_context("spawn")
@@ -312,17 +436,20 @@ def _run_workers(
     ]
     for process in processes:
         process.start()
-    study = open_study(run_dir, spec)
+    studies = [open_study(run_dir, spec)] + [
+        open_head_study(run_dir, spec, head) for head in spec.searched_heads()
+    ]
 
     def report() -> None:
         if progress is None:
             return
-        records = [r for r in store.read_trial_records(run_dir)[0] if r["key"] in plan]
+        records = store.read_trial_records(run_dir)[0]
         running = [
-            t.user_attrs.get("key", "?")
+            t.user_attrs.get("key") or f"{study.study_name.split(':')[-1]} (tpe #{t.number})"
+            for study in studies
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         ]
-        progress(SweepStatus(len(records), len(plan), records, running))
+        progress(SweepStatus(count(records), planned, records, running))
 
     try:
         while any(p.is_alive() for p in processes):
