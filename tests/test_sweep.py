@@ -235,6 +235,9 @@ def test_a_run_folder_of_another_spec_or_a_missing_spec_is_refused(tmp_path):
     blocker.write_text("")
     result = CliRunner().invoke(app, ["sweep", str(good), "--out", str(blocker)])
     assert result.exit_code == 2 and "not a folder" in result.stderr
+    result = CliRunner().invoke(app, ["sweep", str(good), "--out", str(blocker / "run")])
+    assert result.exit_code == 2 and "cannot write there" in result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 def test_the_quick_study_spec_is_valid_and_its_grid_is_as_documented():
