@@ -68,9 +68,9 @@ def keys_of(run_dir: Path) -> list[str]:
 
 
 def planned_keys(spec_path: Path) -> list[str]:
-    from adastudy.backends.optuna import _key
+    from adastudy.backends import record_key
 
-    return sorted(_key(t) for t in specs.load(spec_path).trials())
+    return sorted(record_key(t) for t in specs.load(spec_path).trials())
 
 
 def test_a_small_sweep_runs_every_point_and_seed_once(tmp_path):

@@ -27,6 +27,7 @@ __all__ = [
     "hyperparameters",
     "now",
     "prepare_run_dir",
+    "record_key",
     "run_lock",
     "trial_record",
     "waiting_lock",
@@ -107,7 +108,7 @@ def trial_record(
     """The store record of one trial: its `TrialResult`, or `error` when it raised."""
     s, m = hyperparameters(trial)
     record: dict[str, Any] = {
-        "key": store.trial_key(trial.head, s, m, trial.seed),
+        "key": record_key(trial),
         "number": number,
         "head": trial.head,
         "s": s,
@@ -127,6 +128,13 @@ def trial_record(
         fields.pop(key)
     record.update(fields)
     return record
+
+
+def record_key(trial: TrialSpec) -> str:
+    """The store key of a trial: every engine names its records (and finds the ones
+    already done) with it."""
+    s, m = hyperparameters(trial)
+    return store.trial_key(trial.head, s, m, trial.seed)
 
 
 def hyperparameters(trial: TrialSpec) -> tuple[float | None, float | None]:

@@ -36,6 +36,7 @@ from adastudy.backends import (
     hyperparameters,
     now,
     prepare_run_dir,
+    record_key,
     run_lock,
     trial_record,
     waiting_lock,
@@ -122,11 +123,6 @@ def _pruner(search: SearchSpec, epochs: int) -> optuna.pruners.BasePruner:
     if search.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
     return optuna.pruners.NopPruner()
-
-
-def _key(trial: TrialSpec) -> str:
-    s, m = hyperparameters(trial)
-    return store.trial_key(trial.head, s, m, trial.seed)
 
 
 def _fail_stale(study: optuna.Study) -> None:
@@ -219,7 +215,7 @@ class _Worker:
     def __init__(self, folder: Path, spec: StudySpec) -> None:
         self.folder = folder
         self.spec = spec
-        self.plan = {_key(t): t for t in spec.trials()}
+        self.plan = {record_key(t): t for t in spec.trials()}
         self.study = open_study(folder, spec)
         self.maximize = spec.study.direction == "maximize"
         self.data: Any = None
@@ -355,7 +351,7 @@ def run_sweep(
     Returns when every point × seed has a record, or after Ctrl-C (then `interrupted`).
     """
     run_dir = prepare_run_dir(spec, spec_path, out)
-    plan = {_key(t): t for t in spec.trials()}
+    plan = {record_key(t): t for t in spec.trials()}
     with run_lock(run_dir, SWEEP_LOCK):
         with run_lock(run_dir, WORKERS_LOCK):
             pass  # no worker of an earlier sweep is alive
