@@ -413,6 +413,12 @@ def export(
         typer.echo(f"wrote {path}")
 
 
+def _head_label(row: dict[str, Any]) -> str:
+    """A head's name, with its study variant unless it is the main one."""
+    variant = row.get("variant") or "main"
+    return str(row["head"]) if variant == "main" else f"{row['head']} @{variant}"
+
+
 def _live_table(status: Any, study: Any) -> Table:
     """Running trials and the best configuration so far of each head (mean over its
     finished seeds), for the live view of a sweep."""
@@ -420,7 +426,7 @@ def _live_table(status: Any, study: Any) -> Table:
     for record in status.records:
         value = (record.get("metrics") or {}).get(study.metric)
         if record.get("state") == "complete" and value is not None:
-            runs.setdefault((record["head"], record["s"], record["m"]), []).append(value)
+            runs.setdefault((_head_label(record), record["s"], record["m"]), []).append(value)
     best: dict[str, tuple[float, Any, Any, int]] = {}
     sign = 1.0 if study.direction == "maximize" else -1.0
     for (head, s, m), values in runs.items():
@@ -470,7 +476,7 @@ def _print_leaderboard(
         others = ", ".join(f"{row[k]} {k.removeprefix('n_')}"
                            for k in ("n_pruned", "n_failed", "n_diverged") if row.get(k))
         table.add_row(
-            str(row["head"]), num(row["s"], "g"), num(row["m"], "g"), str(row["n"]),
+            _head_label(row), num(row["s"], "g"), num(row["m"], "g"), str(row["n"]),
             num(row["mean"]), num(row["std"]),
             f"{num(row['ci95_low'], '.3f')}-{num(row['ci95_high'], '.3f')}", others,
         )

@@ -8,7 +8,9 @@ and the key:
     studies/x.toml: train.lr: must be > 0, got -1
 
 Sections: `[study]`, `[heads.<name>]`, `[search]` (the sweep), `[data]`, `[model]`,
-`[train]` (each trial). Unknown keys are errors.
+`[train]` (each trial), and `[variants.<name>]`: the same heads again on other data (a
+number of classes, images instead of features), given as overrides of `[data]`,
+`[model]` and `[train]`. Unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "MAIN_VARIANT",
     "STUDY_METRICS",
     "DataSpec",
     "HeadGrid",
@@ -42,6 +45,7 @@ __all__ = [
     "StudySpec",
     "TrainSpec",
     "TrialSpec",
+    "Variant",
     "load",
     "parse",
 ]
@@ -218,6 +222,23 @@ class SearchSpec(_Section):
     warmup_epochs: int = Field(1, ge=0)
 
 
+_NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
+#: The variant name of the main `[data]`, `[model]` and `[train]` sections.
+MAIN_VARIANT = "main"
+
+
+class Variant(_Section):
+    """`[variants.<name>]`: the study's grid run again on other data or another model,
+    e.g. another number of classes (claim C4) or images instead of features. `data`,
+    `model` and `train` are overrides of the main sections (only the keys given change);
+    `heads` picks which of the study's heads (with their grids) run here (default: all)."""
+
+    heads: tuple[str, ...] | None = None
+    data: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+
+
 class StudySpec(_Section):
     """A whole spec file."""
 
@@ -227,6 +248,7 @@ class StudySpec(_Section):
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
+    variants: dict[str, Variant] = {}
 
     @model_validator(mode="after")
     def _check_heads(self) -> StudySpec:
@@ -257,9 +279,58 @@ class StudySpec(_Section):
                         raise ValueError(f"heads.{name}.{key}: {exc}") from None
         return self
 
+    @model_validator(mode="after")
+    def _check_variants(self) -> StudySpec:
+        import re
+
+        searched = set(self.searched_heads())
+        for name, variant in self.variants.items():
+            if not re.match(_NAME_PATTERN, name) or len(name) > 40:
+                raise ValueError(f"variants.{name}: a variant's name is 1-40 letters, "
+                                 "digits, '.', '_' or '-'")
+            if name == MAIN_VARIANT:
+                raise ValueError(f"variants.{name}: {name!r} names the main sections; "
+                                 "choose another name")
+            for head in variant.heads or ():
+                if head not in self.heads:
+                    raise ValueError(f"variants.{name}.heads: {head!r} is not one of the "
+                                     f"study's heads ({', '.join(self.heads) or 'none'})")
+                if head in searched:
+                    raise ValueError(f"variants.{name}.heads: {head} is searched by TPE; "
+                                     "variants run grids only")
+            if variant.heads == ():
+                raise ValueError(f"variants.{name}.heads: must not be empty")
+            self.variant_sections(name)  # the overrides must validate
+        return self
+
+    def variant_sections(self, name: str) -> tuple[DataSpec, ModelSpec, TrainSpec]:
+        """The data, model and train sections of variant `name` (MAIN_VARIANT: the main
+        sections; others: the main sections with the variant's overrides). Raises
+        ValueError naming the key."""
+        if name == MAIN_VARIANT:
+            return self.data, self.model, self.train
+        variant = self.variants[name]
+        sections = []
+        for key, base in (("data", self.data), ("model", self.model), ("train", self.train)):
+            merged = {**base.model_dump(), **getattr(variant, key)}
+            try:
+                sections.append(type(base).model_validate(merged))
+            except ValidationError as exc:
+                where_and_message = _one_line(exc.errors()[0], "").removeprefix(": ")
+                raise ValueError(f"variants.{name}.{key}.{where_and_message}") from None
+        data, model, train = sections
+        return data, model, train
+
+    def variant_names(self) -> list[str]:
+        """MAIN_VARIANT (the main sections) and then each variant, in the spec's order."""
+        return [MAIN_VARIANT, *self.variants]
+
     def digest(self) -> str:
         """SHA-256 of the spec's canonical JSON: equal specs, equal digests."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        dumped = self.model_dump(mode="json")
+        if not self.variants:  # specs written before variants existed keep their digest
+            del dumped["variants"]
+        text = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def searched_heads(self) -> list[str]:
@@ -269,21 +340,25 @@ class StudySpec(_Section):
     def trials(self) -> list[TrialSpec]:
         """The grid: every head's (s, m) points × every seed, in a stable order (heads
         in the spec's order, then s, m, seed). Unset s / m take the head's default.
-        Heads searched by TPE (`searched_heads`) are not in it."""
+        Heads searched by TPE (`searched_heads`) are not in it. The main sections come
+        first, then each variant's grid."""
         out = []
-        for name, grid in self.heads.items():
-            if grid.searched():
-                continue
-            takes = HEAD_DEFAULTS[name]
-            s_values = grid.s or ((takes["s"],) if "s" in takes else (None,))
-            m_values = grid.m or ((takes["m"],) if "m" in takes else (None,))
-            for s in s_values:
-                for m in m_values:
-                    for seed in self.study.seeds:
-                        out.append(TrialSpec(
-                            data=self.data, model=self.model, train=self.train,
-                            head=name, s=s, m=m, seed=seed,
-                        ))
+        for variant in self.variant_names():
+            data, model, train = self.variant_sections(variant)
+            chosen = None if variant == MAIN_VARIANT else self.variants[variant].heads
+            for name, grid in self.heads.items():
+                if grid.searched() or (chosen is not None and name not in chosen):
+                    continue
+                takes = HEAD_DEFAULTS[name]
+                s_values = grid.s or ((takes["s"],) if "s" in takes else (None,))
+                m_values = grid.m or ((takes["m"],) if "m" in takes else (None,))
+                for s in s_values:
+                    for m in m_values:
+                        for seed in self.study.seeds:
+                            out.append(TrialSpec(
+                                data=data, model=model, train=train,
+                                head=name, s=s, m=m, seed=seed, variant=variant,
+                            ))
         return out
 
 
@@ -299,6 +374,8 @@ class TrialSpec(_Section):
     #: Margin in radians; None: the head's default.
     m: float | None = None
     seed: int = Field(0, ge=0)
+    #: The study variant it belongs to (MAIN_VARIANT: the main data, model and train).
+    variant: str = MAIN_VARIANT
 
     def head_params(self) -> dict[str, float]:
         """The keyword arguments for `build_head` (only those given)."""

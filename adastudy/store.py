@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from adastudy.errors import AdastudyError
+from adastudy.spec import MAIN_VARIANT
 
 __all__ = [
     "SERIES_FIXED_COLUMNS",
@@ -76,6 +77,8 @@ _STR = "str" if int(pd.__version__.split(".")[0]) >= 3 else object
 _TRIALS_FIXED: dict[str, Any] = {
     "key": _STR,
     "number": "Int64",
+    "variant": _STR,
+    "num_classes": "Int64",
     "head": _STR,
     "s": "float64",
     "m": "float64",
@@ -96,6 +99,7 @@ _TRIALS_FIXED: dict[str, Any] = {
 TRIALS_FIXED_COLUMNS = tuple(_TRIALS_FIXED)
 _SERIES_FIXED: dict[str, Any] = {
     "key": _STR,
+    "variant": _STR,
     "head": _STR,
     "s": "float64",
     "m": "float64",
@@ -103,7 +107,7 @@ _SERIES_FIXED: dict[str, Any] = {
     "step": "Int64",
 }
 SERIES_FIXED_COLUMNS = tuple(_SERIES_FIXED)
-_CONFIG = ["head", "s", "m"]
+_CONFIG = ["variant", "head", "s", "m"]
 
 #: Two-sided 95 % Student-t quantiles t_{0.975, df}, used when scipy is absent; a df
 #: between the entries takes the next smaller one (a slightly wider, safe interval).
@@ -125,15 +129,19 @@ def _format_param(x: float | None) -> str:
     return format(float(x), ".12g")
 
 
-def trial_key(head: str, s: float | None, m: float | None, seed: int) -> str:
-    """The canonical key of a trial, e.g. "cosface|s=30|m=0.35|seed=0".
+def trial_key(
+    head: str, s: float | None, m: float | None, seed: int, variant: str = MAIN_VARIANT
+) -> str:
+    """The canonical key of a trial, e.g. "cosface|s=30|m=0.35|seed=0", and in a study
+    variant other than the main one "cosface|s=30|m=0.35|seed=0|variant=c1000".
 
     `s` and `m` print with 12 significant digits: 30 and 30.0 agree, 0.35 and
     0.35000000001 (11 digits) differ, and float noise such as 0.1 + 0.2 against 0.3
     (17 digits) does not split a configuration. None (or NaN), for a head that takes
     none, prints "-".
     """
-    return f"{head}|s={_format_param(s)}|m={_format_param(m)}|seed={int(seed)}"
+    key = f"{head}|s={_format_param(s)}|m={_format_param(m)}|seed={int(seed)}"
+    return key if variant == MAIN_VARIANT else f"{key}|variant={variant}"
 
 
 def _slug(key: str) -> str:
@@ -361,6 +369,11 @@ def _level_sort_key(level: str) -> tuple[int, float, str]:
         return (1, 0.0, level)
 
 
+def _fixed_value(record: dict, name: str) -> Any:
+    # Records written before study variants existed belong to the main variant.
+    return (record.get(name) or MAIN_VARIANT) if name == "variant" else record.get(name)
+
+
 def _trials_table(records: list[dict]) -> pd.DataFrame:
     metrics = sorted({name for r in records for name in (r.get("metrics") or {})})
     levels = sorted(
@@ -368,7 +381,7 @@ def _trials_table(records: list[dict]) -> pd.DataFrame:
         key=_level_sort_key,
     )
     columns: dict[str, pd.Series] = {
-        name: _column([r.get(name) for r in records], dtype)
+        name: _column([_fixed_value(r, name) for r in records], dtype)
         for name, dtype in _TRIALS_FIXED.items()
     }
     for name in metrics:
@@ -391,7 +404,7 @@ def _series_table(records: list[dict]) -> pd.DataFrame:
     fields = sorted({name for _, e in rows for name in e} - {"step"})
     columns: dict[str, pd.Series] = {}
     for name, dtype in _SERIES_FIXED.items():
-        source = [e.get(name) if name == "step" else r.get(name) for r, e in rows]
+        source = [e.get(name) if name == "step" else _fixed_value(r, name) for r, e in rows]
         columns[name] = _column(source, dtype)
     for name in fields:
         column = _series_column_name(name)
@@ -614,10 +627,11 @@ def _config_stats(values: np.ndarray, maximize: bool) -> dict[str, float]:
 
 
 def leaderboard(trials: pd.DataFrame, metric: str, direction: str = "maximize") -> pd.DataFrame:
-    """One row per configuration (head, s, m), best first, by the mean of `metric`.
+    """One row per configuration (variant, head, s, m), best first, by the mean of `metric`.
 
-    Columns: head, s, m, n (complete trials with a finite value), mean, std (ddof=1; NaN
-    for n = 1), ci95_low / ci95_high (mean ∓ t_{0.975, n-1} · std / √n; NaN for n < 2),
+    Columns: variant ("main" for the main data), head, s, m, n (complete trials with a
+    finite value), mean, std (ddof=1; NaN for n = 1), ci95_low / ci95_high
+    (mean ∓ t_{0.975, n-1} · std / √n; NaN for n < 2),
     best / worst (the best and the worst seed's value for `direction`), n_pruned,
     n_failed, n_diverged. Only "complete" trials count towards the statistics. Sorted by
     mean, descending for "maximize" and ascending for "minimize" (ties by head, s, m);
@@ -633,23 +647,25 @@ def leaderboard(trials: pd.DataFrame, metric: str, direction: str = "maximize") 
         )
     maximize = direction == "maximize"
     rows = []
-    for (head, s, m), group in trials.groupby(_CONFIG, dropna=False, sort=True):
+    if "variant" not in trials.columns:  # a table written before study variants
+        trials = trials.assign(variant=MAIN_VARIANT)
+    for (variant, head, s, m), group in trials.groupby(_CONFIG, dropna=False, sort=True):
         values = pd.to_numeric(
             group.loc[group["state"] == "complete", metric], errors="coerce"
         ).to_numpy(dtype="float64", na_value=np.nan)
         values = values[np.isfinite(values)]
         states = group["state"].value_counts()
         rows.append({
-            "head": head, "s": float(s), "m": float(m),
+            "variant": variant, "head": head, "s": float(s), "m": float(m),
             **_config_stats(values, maximize),
             **{f"n_{state}": int(states.get(state, 0)) for state in TRIAL_STATES[1:]},
         })
-    columns = ["head", "s", "m", "n", "mean", "std", "ci95_low", "ci95_high", "best", "worst",
-               *(f"n_{state}" for state in TRIAL_STATES[1:])]
+    columns = ["variant", "head", "s", "m", "n", "mean", "std", "ci95_low", "ci95_high",
+               "best", "worst", *(f"n_{state}" for state in TRIAL_STATES[1:])]
     board = pd.DataFrame(rows, columns=columns)
     board["n"] = board["n"].astype("int64")
     board = board.sort_values(
-        ["mean", "head", "s", "m"], ascending=[not maximize, True, True, True],
+        ["mean", "variant", "head", "s", "m"], ascending=[not maximize, True, True, True, True],
         na_position="last", kind="mergesort",
     )
     return board.reset_index(drop=True)

@@ -100,3 +100,83 @@ def test_the_documented_trial_spec_lists_exactly_the_defaults():
     for section, model in (("data", specs.DataSpec), ("model", specs.ModelSpec),
                            ("train", specs.TrainSpec)):
         assert set(listed[section]) == set(model.model_fields), section
+
+
+VARIANTS = """
+[study]
+seeds = [0, 1]
+
+[heads.normface]
+s = [4.0, 8.0]
+
+[heads.adacos-fixed]
+
+[data]
+identities = 50
+
+[variants.c200]
+data = { identities = 200 }
+heads = ["normface"]
+
+[variants.images]
+data = { form = "images" }
+train = { epochs = 2 }
+"""
+
+
+def test_variants_run_the_chosen_heads_again_on_their_own_data(tmp_path):
+    study = specs.load(write(tmp_path, VARIANTS))
+    trials = study.trials()
+    by_variant: dict[str, list] = {}
+    for trial in trials:
+        by_variant.setdefault(trial.variant, []).append(trial)
+    assert list(by_variant) == [specs.MAIN_VARIANT, "c200", "images"]
+    # main: 2 normface scales + adacos-fixed, × 2 seeds; c200: normface only
+    assert len(by_variant["main"]) == 6 and len(by_variant["images"]) == 6
+    assert {t.head for t in by_variant["c200"]} == {"normface"}
+    assert len(by_variant["c200"]) == 4
+    assert {t.data.identities for t in by_variant["c200"]} == {200}
+    # overrides change only the keys given; the rest is the main section's
+    images = by_variant["images"][0]
+    assert images.data.form == "images" and images.data.identities == 50
+    assert images.train.epochs == 2 and images.train.lr == study.train.lr
+    assert by_variant["main"][0].data == study.data
+
+
+def test_a_spec_without_variants_keeps_its_digest():
+    # Run folders made before variants existed must still be recognised: the digest of
+    # a spec without them is the digest of its dump without the (empty) key.
+    import hashlib
+    import json
+
+    study = specs.parse({"train": {"epochs": 3}})
+    dumped = study.model_dump(mode="json")
+    del dumped["variants"]
+    expected = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
+    assert study.digest() == expected
+    with_variant = specs.parse({"train": {"epochs": 3}, "variants": {"v": {}}})
+    assert with_variant.digest() != study.digest()
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("[variants.c5]\ndata = { identities = 5 }\n",
+         "variants.c5.data.identities: must be >= 10, got 5"),
+        ("[variants.x]\ntrain = { epochs = 2, warmup_epochs = 3 }\n",
+         "variants.x.train.warmup_epochs: must be < epochs (2), got 3"),
+        ("[variants.x]\nheads = ['arcface']\n",
+         "variants.x.heads: 'arcface' is not one of the study's heads (normface, adacos-fixed)"),
+        ("[variants.x]\nheads = []\n", "variants.x.heads: must not be empty"),
+        ("[variants.main]\n", "variants.main: 'main' names the main sections; choose another"),
+        ("[variants.x]\ndata = { colour = 1 }\n", "variants.x.data.colour: unknown key"),
+        ("[variants.x]\nseeds = [1]\n", "variants.x.seeds: unknown key"),
+    ],
+)
+def test_bad_variants_are_one_line_errors(tmp_path, extra, expected):
+    path = write(tmp_path, VARIANTS.split("[variants.c200]")[0] + extra)
+    with pytest.raises(specs.SpecError) as err:
+        specs.load(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}: ")
+    assert expected in message, message

@@ -116,6 +116,9 @@ def test_trial_key_canonical_forms() -> None:
     assert trial_key("arcface", 64, 0.5, 2) == "arcface|s=64|m=0.5|seed=2"
     assert trial_key("arcface", 64, 0.1 + 0.2, 0) == trial_key("arcface", 64, 0.3, 0)
     assert trial_key("softmax", float("nan"), None, 0) == "softmax|s=-|m=-|seed=0"
+    # the main variant keeps the key it had before variants existed
+    assert trial_key("cosface", 30, 0.35, 0, "main") == "cosface|s=30|m=0.35|seed=0"
+    assert trial_key("cosface", 30, 0.35, 0, "c1000") == "cosface|s=30|m=0.35|seed=0|variant=c1000"
 
 
 def test_slugs_are_safe_unique_and_deterministic() -> None:
@@ -377,6 +380,24 @@ def test_leaderboard_statistics_by_hand(run_dir: Path) -> None:
 
     norm = board.iloc[-1]  # no complete trial: last, whatever the direction
     assert norm["n"] == 0 and math.isnan(norm["mean"]) and norm["n_diverged"] == 1
+
+
+def test_leaderboard_keeps_variants_apart(tmp_path: Path) -> None:
+    records = [dict(r) for r in sample_records() if r["head"] == "cosface"]
+    for record in records:  # the same configuration again, on other data
+        write_trial_record(tmp_path, record)
+        other = {**record, "variant": "c1000", "num_classes": 1000,
+                 "key": record["key"] + "|variant=c1000",
+                 "metrics": {k: v - 0.5 for k, v in (record.get("metrics") or {}).items()}}
+        write_trial_record(tmp_path, other)
+    trials, series = load_tables(tmp_path)
+    assert set(trials["variant"]) == {"main", "c1000"}  # records without one are "main"
+    assert set(series["variant"]) == {"main", "c1000"}
+    board = leaderboard(trials, "verification_accuracy")
+    assert board["variant"].tolist() == ["main", "c1000"]
+    main, c1000 = board.iloc[0], board.iloc[1]
+    assert main["n"] == c1000["n"] == 3
+    assert c1000["mean"] == pytest.approx(main["mean"] - 0.5)
 
 
 def test_leaderboard_minimize_order(run_dir: Path) -> None:

@@ -354,3 +354,27 @@ def test_bad_tpe_specs_are_one_line_errors(tmp_path, text, needle):
     result = CliRunner().invoke(app, ["sweep", str(write_spec(tmp_path, text))])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and needle in result.stderr
+
+
+def test_a_variant_runs_its_heads_again_on_its_own_data(tmp_path):
+    text = TINY + """
+[variants.c30]
+data = { identities = 30 }
+heads = ["adacos-fixed"]
+"""
+    spec_path = write_spec(tmp_path, text)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sweep", str(spec_path), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert sorted(trials["key"]) == planned_keys(spec_path)
+    c30 = trials[trials["variant"] == "c30"]
+    assert len(c30) == 2 and set(c30["head"]) == {"adacos-fixed"}
+    assert set(c30["num_classes"]) == {30}
+    assert set(trials.loc[trials["variant"] == "main", "num_classes"]) == {20}
+    # the same head on other data is another row of the leaderboard, not pooled seeds
+    board = json.loads(result.stdout)["leaderboard"]
+    fixed = [(row["variant"], row["n"]) for row in board if row["head"] == "adacos-fixed"]
+    assert sorted(fixed) == [("c30", 2), ("main", 2)]
+    show = CliRunner().invoke(app, ["show", str(out)])
+    assert "adacos-fixed @c30" in show.stdout

@@ -110,6 +110,8 @@ def trial_record(
     record: dict[str, Any] = {
         "key": record_key(trial),
         "number": number,
+        "variant": trial.variant,
+        "num_classes": _num_classes(trial),
         "head": trial.head,
         "s": s,
         "m": m,
@@ -134,7 +136,16 @@ def record_key(trial: TrialSpec) -> str:
     """The store key of a trial: every engine names its records (and finds the ones
     already done) with it."""
     s, m = hyperparameters(trial)
-    return store.trial_key(trial.head, s, m, trial.seed)
+    return store.trial_key(trial.head, s, m, trial.seed, trial.variant)
+
+
+def _num_classes(trial: TrialSpec) -> int:
+    """The number of training classes C of the trial's data (digits: always 10)."""
+    if trial.data.name == "digits":
+        from adastudy.data.digits import NUM_CLASSES
+
+        return NUM_CLASSES
+    return trial.data.identities
 
 
 def hyperparameters(trial: TrialSpec) -> tuple[float | None, float | None]:

@@ -41,7 +41,7 @@ from adastudy.backends import (
     trial_record,
     waiting_lock,
 )
-from adastudy.spec import SearchSpec, StudySpec, TrialSpec
+from adastudy.spec import MAIN_VARIANT, SearchSpec, StudySpec, TrialSpec
 from adastudy.theory import HEAD_NAMES
 
 __all__ = ["STORAGE_NAME", "SweepStatus", "SweepSummary", "open_study", "run_sweep"]
@@ -144,6 +144,8 @@ def _enqueue_missing(study: optuna.Study, plan: dict[str, TrialSpec], done: set[
             continue
         s, m = hyperparameters(trial)
         params: dict[str, Any] = {"head": trial.head, "seed": trial.seed}
+        if trial.variant != MAIN_VARIANT:
+            params["variant"] = trial.variant
         params.update({k: v for k, v in (("s", s), ("m", m)) if v is not None})
         study.enqueue_trial(params, user_attrs={"key": key})
         added += 1
@@ -218,7 +220,7 @@ class _Worker:
         self.plan = {record_key(t): t for t in spec.trials()}
         self.study = open_study(folder, spec)
         self.maximize = spec.study.direction == "maximize"
-        self.data: Any = None
+        self.data: dict[str, Any] = {}  # built datasets by DataSpec (JSON): one per variant
         self.in_trial = False
         self.stop = False
 
@@ -248,12 +250,13 @@ class _Worker:
         from adastudy.data import build_data
         from adastudy.train import run_trial
 
-        if self.data is None:
-            self.data = build_data(self.spec.data)
+        data_key = trial_spec.data.model_dump_json()
+        if data_key not in self.data:
+            self.data[data_key] = build_data(trial_spec.data)
         started = now()
         try:
             self.in_trial = True
-            result = run_trial(trial_spec, reporter, data=self.data)
+            result = run_trial(trial_spec, reporter, data=self.data[data_key])
         except Exception as exc:  # a trial that raises is a result, not a crash
             self.in_trial = False
             store.write_trial_record(self.folder, trial_record(
@@ -273,6 +276,8 @@ class _Worker:
         trial_spec = self.plan[trial.user_attrs["key"]]
         trial.suggest_categorical("head", HEAD_NAMES)
         trial.suggest_int("seed", trial_spec.seed, trial_spec.seed)
+        if trial_spec.variant != MAIN_VARIANT:
+            trial.suggest_categorical("variant", [trial_spec.variant])
         s, m = hyperparameters(trial_spec)
         for name, value in (("s", s), ("m", m)):
             if value is not None:
