@@ -51,6 +51,7 @@ __all__ = [
     "load_tables",
     "read_manifest",
     "read_trial_records",
+    "t975",
     "trial_key",
     "write_manifest",
     "write_trial_record",
@@ -599,8 +600,9 @@ def environment() -> dict:
 # --------------------------------------------------------------------- statistics
 
 
-def _t975(df: int) -> float:
-    """t_{0.975, df}: from scipy when installed, else from a small table."""
+def t975(df: float) -> float:
+    """t_{0.975, df}, the two-sided 95 % Student-t quantile: from scipy when installed,
+    else from a small table (rounding df down: a slightly wider interval)."""
     try:
         from scipy import stats
 
@@ -619,7 +621,7 @@ def _config_stats(values: np.ndarray, maximize: bool) -> dict[str, float]:
                 "best": nan, "worst": nan}
     mean = float(np.mean(values))
     std = float(np.std(values, ddof=1)) if n > 1 else nan
-    half = _t975(n - 1) * std / math.sqrt(n) if n > 1 else nan
+    half = t975(n - 1) * std / math.sqrt(n) if n > 1 else nan
     best, worst = (np.max(values), np.min(values)) if maximize else (np.min(values),
                                                                        np.max(values))
     return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half,

@@ -419,9 +419,9 @@ def test_leaderboard_t_quantile_without_scipy(monkeypatch: pytest.MonkeyPatch) -
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_scipy)
-    assert store._t975(2) == pytest.approx(T975_2)
-    assert store._t975(22) == store._T975[20]
-    assert store._t975(1000) == pytest.approx(1.96, abs=1e-3)
+    assert store.t975(2) == pytest.approx(T975_2)
+    assert store.t975(22) == store._T975[20]
+    assert store.t975(1000) == pytest.approx(1.96, abs=1e-3)
 
 
 def test_leaderboard_errors(run_dir: Path) -> None:
