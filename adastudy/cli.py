@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape as rich_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
@@ -410,6 +411,56 @@ def export(
     from adastudy import store
 
     for path in store.export(run_dir, fmt, out):
+        typer.echo(f"wrote {path}")
+
+
+_VERDICT_STYLE = {"supported": "green", "not supported": "red", "inconclusive": "yellow",
+                  "not tested": "dim"}
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A sweep's run folder.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder (default reports/<study>/).")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="html, md, or both: html,md.")
+    ] = "html,md",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the verdicts and written files as JSON.")
+    ] = False,
+) -> None:
+    """Render a run's report: a verdict on each claim C1-C10 of the AdaCos paper, with
+    leaderboards, heatmaps, convergence curves and the theory panel."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from adastudy import report as reports
+    from adastudy.report import content
+
+    formats = reports.parse_formats(fmt)  # a bad --format fails before any work
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True,
+                  console=Console(stderr=True),
+                  disable=as_json or not sys.stderr.isatty()) as progress:
+        progress.add_task(f"rendering the report of {run_dir}", total=None)
+        built = content.build(run_dir)
+        written = reports.write(built, out, formats)
+    if as_json:
+        typer.echo(json.dumps(_json_safe({
+            "files": [str(p) for p in written],
+            "verdicts": [{"claim": v.claim_id, "verdict": v.verdict, "reason": v.reason,
+                          "numbers": v.numbers} for v in built.verdicts],
+        })))
+        return
+    table = Table(title=f"verdicts on the AdaCos paper's claims ({run_dir})")
+    for column in ("claim", "verdict", "why"):
+        table.add_column(column, overflow="fold")
+    for v in built.verdicts:
+        style = _VERDICT_STYLE[v.verdict]
+        table.add_row(f"{v.claim_id}: {v.claim}", f"[{style}]{v.verdict}[/{style}]",
+                      rich_escape(v.reason))
+    Console().print(table)
+    for path in written:
         typer.echo(f"wrote {path}")
 
 

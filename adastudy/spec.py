@@ -231,9 +231,11 @@ class Variant(_Section):
     """`[variants.<name>]`: the study's grid run again on other data or another model,
     e.g. another number of classes (claim C4) or images instead of features. `data`,
     `model` and `train` are overrides of the main sections (only the keys given change);
-    `heads` picks which of the study's heads (with their grids) run here (default: all)."""
+    `heads` picks which of the study's heads run here (default: all), and `grids`
+    replaces the grid of some of them here (e.g. a smaller one for slow images)."""
 
     heads: tuple[str, ...] | None = None
+    grids: dict[str, HeadGrid] = {}
     data: dict[str, Any] = {}
     model: dict[str, Any] = {}
     train: dict[str, Any] = {}
@@ -256,28 +258,31 @@ class StudySpec(_Section):
             if name not in HEAD_NAMES:
                 raise ValueError(f"heads.{name}: unknown head; choose one of "
                                  f"{', '.join(HEAD_NAMES)}")
-            takes = HEAD_DEFAULTS[name]
-            for key in ("s", "m"):
-                values = getattr(grid, key)
-                if values is None:
-                    continue
-                if key not in takes:
-                    raise ValueError(f"heads.{name}.{key}: {name} takes no {key}")
-                if isinstance(values, Range):
-                    if self.search.method != "tpe":
-                        raise ValueError(f"heads.{name}.{key}: a range needs "
-                                         "search.method = 'tpe'; give a list for the grid")
-                    values = (values.low, values.high)
-                elif not values:
-                    raise ValueError(f"heads.{name}.{key}: must not be empty")
-                elif len(set(values)) != len(values):
-                    raise ValueError(f"heads.{name}.{key}: must not repeat values")
-                for value in values:
-                    try:
-                        check_head_params(name, **{key: value})
-                    except ParameterError as exc:
-                        raise ValueError(f"heads.{name}.{key}: {exc}") from None
+            self._check_grid(f"heads.{name}", name, grid)
         return self
+
+    def _check_grid(self, where: str, name: str, grid: HeadGrid) -> None:
+        takes = HEAD_DEFAULTS[name]
+        for key in ("s", "m"):
+            values = getattr(grid, key)
+            if values is None:
+                continue
+            if key not in takes:
+                raise ValueError(f"{where}.{key}: {name} takes no {key}")
+            if isinstance(values, Range):
+                if self.search.method != "tpe":
+                    raise ValueError(f"{where}.{key}: a range needs "
+                                     "search.method = 'tpe'; give a list for the grid")
+                values = (values.low, values.high)
+            elif not values:
+                raise ValueError(f"{where}.{key}: must not be empty")
+            elif len(set(values)) != len(values):
+                raise ValueError(f"{where}.{key}: must not repeat values")
+            for value in values:
+                try:
+                    check_head_params(name, **{key: value})
+                except ParameterError as exc:
+                    raise ValueError(f"{where}.{key}: {exc}") from None
 
     @model_validator(mode="after")
     def _check_variants(self) -> StudySpec:
@@ -300,6 +305,14 @@ class StudySpec(_Section):
                                      "variants run grids only")
             if variant.heads == ():
                 raise ValueError(f"variants.{name}.heads: must not be empty")
+            for head, grid in variant.grids.items():
+                if head not in (variant.heads or self.heads):
+                    raise ValueError(f"variants.{name}.grids.{head}: {head} does not run in "
+                                     "this variant")
+                if grid.searched():
+                    raise ValueError(f"variants.{name}.grids.{head}: variants run grids "
+                                     "only; give lists")
+                self._check_grid(f"variants.{name}.grids.{head}", head, grid)
             self.variant_sections(name)  # the overrides must validate
         return self
 
@@ -346,9 +359,11 @@ class StudySpec(_Section):
         for variant in self.variant_names():
             data, model, train = self.variant_sections(variant)
             chosen = None if variant == MAIN_VARIANT else self.variants[variant].heads
+            grids = {} if variant == MAIN_VARIANT else self.variants[variant].grids
             for name, grid in self.heads.items():
                 if grid.searched() or (chosen is not None and name not in chosen):
                     continue
+                grid = grids.get(name, grid)
                 takes = HEAD_DEFAULTS[name]
                 s_values = grid.s or ((takes["s"],) if "s" in takes else (None,))
                 m_values = grid.m or ((takes["m"],) if "m" in takes else (None,))

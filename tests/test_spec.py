@@ -121,6 +121,9 @@ heads = ["normface"]
 [variants.images]
 data = { form = "images" }
 train = { epochs = 2 }
+
+[variants.images.grids.normface]
+s = [16.0]
 """
 
 
@@ -132,7 +135,10 @@ def test_variants_run_the_chosen_heads_again_on_their_own_data(tmp_path):
         by_variant.setdefault(trial.variant, []).append(trial)
     assert list(by_variant) == [specs.MAIN_VARIANT, "c200", "images"]
     # main: 2 normface scales + adacos-fixed, × 2 seeds; c200: normface only
-    assert len(by_variant["main"]) == 6 and len(by_variant["images"]) == 6
+    assert len(by_variant["main"]) == 6
+    # images: normface on its own grid (one scale) + adacos-fixed, × 2 seeds
+    assert len(by_variant["images"]) == 4
+    assert {t.s for t in by_variant["images"] if t.head == "normface"} == {16.0}
     assert {t.head for t in by_variant["c200"]} == {"normface"}
     assert len(by_variant["c200"]) == 4
     assert {t.data.identities for t in by_variant["c200"]} == {200}
@@ -171,6 +177,12 @@ def test_a_spec_without_variants_keeps_its_digest():
         ("[variants.main]\n", "variants.main: 'main' names the main sections; choose another"),
         ("[variants.x]\ndata = { colour = 1 }\n", "variants.x.data.colour: unknown key"),
         ("[variants.x]\nseeds = [1]\n", "variants.x.seeds: unknown key"),
+        ("[variants.x]\nheads = ['normface']\n[variants.x.grids.adacos-fixed]\n",
+         "variants.x.grids.adacos-fixed: adacos-fixed does not run in this variant"),
+        ("[variants.x.grids.normface]\ns = [-1.0]\n",
+         "variants.x.grids.normface.s: "),
+        ("[variants.x.grids.normface]\nm = [0.1]\n",
+         "variants.x.grids.normface.m: normface takes no m"),
     ],
 )
 def test_bad_variants_are_one_line_errors(tmp_path, extra, expected):

@@ -1,0 +1,503 @@
+"""From a run folder to a `Report`: the verdicts, the tables and the figures' data.
+
+Nothing here draws or writes: the figures are described (`model.Figure`) and the
+renderers (`html`, `markdown`) draw them. Sections, in order: leaderboards, heatmaps of
+the metric over (s, m), convergence curves, the theory panel, measured P(θ), ln B_avg,
+s against C (claim C4), AdaCos against the tuned heads, the failed / diverged / pruned
+trials, the paper's reported figures. The run manifest closes the report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adastudy import claims, store, theory
+from adastudy.claims import Config, Evidence, Verdict
+from adastudy.report.model import (
+    Figure,
+    Heatmap,
+    HLine,
+    Panel,
+    Report,
+    Section,
+    Table,
+    Trace,
+    VerdictRow,
+    VLine,
+)
+from adastudy.spec import MAIN_VARIANT
+
+__all__ = ["PAPER_RESULTS", "PAPER_BENCHMARKS", "build", "figure_id"]
+
+#: The AdaCos paper's reported figures, each with where the value was checked. A report
+#: shows them beside the measured ones only when the study's data is that benchmark.
+PAPER_RESULTS: list[dict[str, str]] = [
+    {"benchmark": "megaface-1", "metric": "rank-1 identification", "head": "adacos-dynamic",
+     "value": "97.41 %", "setting": "ResNet-50",
+     "provenance": "checked in secondary sources (see ../shared/PAPER.md)"},
+    {"benchmark": "ijb-c", "metric": "TAR at FAR = 1e-4 (1:1)", "head": "adacos-dynamic",
+     "value": "92.4 %", "setting": "ResNet-50",
+     "provenance": "checked in secondary sources (see ../shared/PAPER.md)"},
+    {"benchmark": "lfw", "metric": "verification accuracy", "head": "adacos-dynamic",
+     "value": "99.73 %", "setting": "trained on CASIA-WebFace",
+     "provenance": "widely quoted, not checked against the paper's table"},
+    {"benchmark": "lfw", "metric": "verification accuracy", "head": "adacos-fixed",
+     "value": "99.63 %", "setting": "trained on CASIA-WebFace",
+     "provenance": "widely quoted, not checked against the paper's table"},
+]
+PAPER_BENCHMARKS = {row["benchmark"] for row in PAPER_RESULTS}
+
+# Colours by role, the same in every figure: AdaCos warm, tuned heads cool.
+ROLE_COLOURS = {"adacos-dynamic": "#d62728", "adacos-fixed": "#ff7f0e",
+                "best": "#1f77b4", "worst": "#7f7f7f"}
+PALETTE = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+           "#7f7f7f"]
+
+
+def figure_id(base: str, variant: str) -> str:
+    """"heatmaps" for the main variant, "heatmaps-c1000" for variant c1000."""
+    return base if variant == MAIN_VARIANT else f"{base}-{variant}"
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.{digits}g}"
+    return str(value)
+
+
+def _in(variant: str) -> str:
+    return "" if variant == MAIN_VARIANT else f" [{variant}]"
+
+
+# -- leaderboards ----------------------------------------------------------------------------
+
+
+def _leaderboard_tables(ev: Evidence) -> list[Table]:
+    if ev.metric not in ev.trials:
+        return []
+    board = store.leaderboard(ev.trials, ev.metric, ev.direction)
+    order = {v: i for i, v in enumerate(ev.variants())}  # main first, then the variants
+    board = board.sort_values("variant", key=lambda v: v.map(order), kind="mergesort")
+    tables = []
+    for (variant, head), rows in board.groupby(["variant", "head"], sort=False):
+        cells = []
+        for row in rows.to_dict(orient="records"):
+            ci = ("-" if not math.isfinite(row["ci95_low"])
+                  else f"{row['ci95_low']:.4f} – {row['ci95_high']:.4f}")
+            other = ", ".join(f"{row[k]} {k.removeprefix('n_')}"
+                              for k in ("n_pruned", "n_failed", "n_diverged") if row[k])
+            cells.append([_num(row["s"]), _num(row["m"]), str(row["n"]),
+                          "-" if not math.isfinite(row["mean"]) else f"{row['mean']:.4f}",
+                          "-" if not math.isfinite(row["std"]) else f"{row['std']:.4f}",
+                          ci, other or "-"])
+        tables.append(Table(
+            ["s", "m (rad)", "seeds", f"mean {ev.metric}", "std", "95 % CI", "other states"],
+            cells, caption=f"{head}{_in(variant)}"))
+    return tables
+
+
+# -- heatmaps ------------------------------------------------------------------------------
+
+
+def _adacos_means(ev: Evidence, variant: str) -> dict[str, float]:
+    out = {}
+    for head in theory.ADACOS_HEADS:
+        values = [c.values(ev.metric) for c in claims.configs(ev, variant, [head])]
+        if values and len(values[0]):
+            out[head] = float(values[0].mean())
+    return out
+
+
+def _heatmap_figure(ev: Evidence, variant: str) -> Figure | None:
+    marks = _adacos_means(ev, variant)
+    center = marks.get("adacos-dynamic", marks.get("adacos-fixed"))
+    panels = []
+    for head in theory.MARGIN_HEADS:
+        every = ev.of(variant, [head], complete=False)
+        if every.empty:
+            continue
+        scales = sorted(set(claims._finite(every["s"])))
+        margins = sorted(set(claims._finite(every["m"])))
+        if len(scales) * len(margins) < 2:
+            continue
+        done = {(c.s, c.m): c.values(ev.metric) for c in claims.configs(ev, variant, [head])}
+        z, text = [], []
+        for m in margins:
+            row_z, row_t = [], []
+            for s in scales:
+                values = done.get((s, m), np.array([]))
+                if len(values):
+                    mean = float(values.mean())
+                    row_z.append(mean)
+                    row_t.append(f"{mean:.3f}" + (f" ±{values.std(ddof=1):.3f}"
+                                                  if len(values) > 1 else ""))
+                else:
+                    states = every[(every["s"] == s) & (every["m"] == m)]["state"]
+                    row_z.append(math.nan)
+                    row_t.append(", ".join(sorted(set(states))) or "not run")
+            z.append(row_z)
+            text.append(row_t)
+        panels.append(Panel(
+            title=f"{head}{_in(variant)}", x_title="s", y_title="m (rad)",
+            heatmap=Heatmap(
+                x_labels=[f"{s:g}" for s in scales], y_labels=[f"{m:g}" for m in margins],
+                z=z, text=text, colorbar_title=f"mean {ev.metric}", center=center,
+                marks={{"adacos-dynamic": "AdaCos dynamic", "adacos-fixed": "AdaCos fixed"}[k]:
+                       v for k, v in marks.items()})))
+    if not panels:
+        return None
+    adacos = ", ".join(f"{k} {v:.4f}" for k, v in marks.items()) or "no AdaCos run"
+    return Figure(
+        figure_id("heatmaps", variant), f"{ev.metric} over (s, m){_in(variant)}", panels,
+        caption=(f"Mean over seeds in each cell (± the seeds' std). The colour scale is "
+                 f"centred on AdaCos: blue cells beat it, red cells lose to it ({adacos}); "
+                 "both AdaCos results are marked on the colour bar."))
+
+
+# -- convergence ----------------------------------------------------------------------------
+
+
+def _curve(ev: Evidence, config: Config, column: str, transform=None) -> Trace | None:
+    frames = []
+    for key in config.runs["key"]:
+        rows = ev.series[ev.series["key"] == key]
+        if column not in rows:
+            continue
+        rows = rows[rows[column].notna()][["step", column]]
+        if len(rows):
+            frames.append(rows)
+    if not frames:
+        return None
+    stacked = pd.concat(frames)
+    stacked[column] = stacked[column].astype("float64")
+    if transform is not None:
+        stacked[column] = transform(stacked[column])
+    by_step = stacked.groupby("step")[column]
+    mean, low, high = by_step.mean(), by_step.min(), by_step.max()
+    x = [float(s) for s in mean.index]
+    return Trace(name=config.label, x=x, y=mean.tolist(), y_low=low.tolist(),
+                 y_high=high.tolist())
+
+
+def _roles(ev: Evidence, variant: str) -> list[tuple[str, Config]]:
+    """(role, configuration): both AdaCos heads, and the best and worst fixed-scale
+    configurations (chosen on validation, like the claims)."""
+    out = [(head, c) for head in theory.ADACOS_HEADS for c in claims.configs(ev, variant,
+                                                                             [head])]
+    fixed = [c for c in claims.configs(ev, variant, claims.FIXED_HEADS)
+             if len(c.values(claims.SELECTION_METRIC)) or len(c.values(ev.metric))]
+    if fixed:
+        best = claims.pick_best(ev, fixed)
+        if best is not None:
+            out.append(("best", best))
+            column = (claims.SELECTION_METRIC if all(len(c.values(claims.SELECTION_METRIC))
+                                                     for c in fixed) else ev.metric)
+            worst = min(fixed, key=lambda c: float(c.values(column).mean())
+                        if len(c.values(column)) else math.inf)
+            if worst is not best:
+                out.append(("worst", worst))
+    return out
+
+
+def _styled(trace: Trace, role: str) -> Trace:
+    label = {"best": f"best tuned: {trace.name}", "worst": f"worst: {trace.name}"}.get(
+        role, trace.name)
+    return Trace(name=label, x=trace.x, y=trace.y, y_low=trace.y_low, y_high=trace.y_high,
+                 color=ROLE_COLOURS[role], dash="dash" if role == "worst" else "solid",
+                 width=2.4 if role.startswith("adacos") else 1.8)
+
+
+def _convergence_figure(ev: Evidence, variant: str) -> Figure | None:
+    roles = _roles(ev, variant)
+    if not roles:
+        return None
+    specs = [("θ_med (degrees)", "theta_med_rad", np.degrees),
+             ("scale s", "s_current", None), ("training loss", "loss", None),
+             ("validation accuracy", "val_accuracy", None)]
+    panels = []
+    for title, column, transform in specs:
+        traces = []
+        for role, config in roles:
+            trace = _curve(ev, config, column, transform)
+            if trace is not None:
+                traces.append(_styled(trace, role))
+        hlines = ([HLine(45.0, "θ0 = 45°")] if column == "theta_med_rad" else [])
+        if traces:
+            panels.append(Panel(title=title, x_title="step", y_title=title, traces=traces,
+                                hlines=hlines))
+    if not panels:
+        return None
+    return Figure(figure_id("convergence", variant), f"Convergence{_in(variant)}", panels,
+                  caption=("Mean over seeds at each logged step; the band spans the seeds' "
+                           "minimum to maximum. Best and worst fixed configurations are "
+                           "chosen on the validation pairs."))
+
+
+def _ln_b_figure(ev: Evidence, variant: str) -> Figure | None:
+    C = ev.num_classes(variant)
+    if C is None or C <= 2:
+        return None
+    traces = []
+    for role, config in _roles(ev, variant):
+        trace = _curve(ev, config, "ln_b_avg", lambda v: v / math.log(C - 1))
+        if trace is not None:
+            traces.append(_styled(trace, role))
+    if not traces:
+        return None
+    band = math.log(claims.B_FACTOR) / math.log(C - 1)
+    return Figure(
+        figure_id("ln-b-ratio", variant), f"ln B_avg / ln(C − 1) over training{_in(variant)}",
+        [Panel(title=f"C = {C}", x_title="step", y_title="ln B_avg / ln(C − 1)",
+               traces=traces, hlines=[HLine(1.0, "B = C − 1", dash="solid"),
+                                      HLine(1 + band, f"B = {claims.B_FACTOR:g}(C − 1)"),
+                                      HLine(1 - band, f"B = (C − 1)/{claims.B_FACTOR:g}")])],
+        columns=1,
+        caption=(f"Claim C5: the paper approximates B_i by C − 1. Dotted lines: a factor "
+                 f"{claims.B_FACTOR:g} either way, the tolerance of the verdict."))
+
+
+# -- theory and measured P(θ) ------------------------------------------------------------------
+
+
+THETA_DEG = np.linspace(0.0, 180.0, 181)
+
+
+def _p_curve(name: str, s: float, C: int, m: float = 0.0, head: str = "normface",
+             **style: Any) -> Trace:
+    p = theory.target_probability(np.radians(THETA_DEG), s=s, num_classes=C, m=m, head=head)
+    return Trace(name=name, x=THETA_DEG.tolist(), y=np.asarray(p).tolist(), **style)
+
+
+def _theory_figure(ev: Evidence) -> Figure | None:
+    variant = ev.variants()[0] if ev.variants() else MAIN_VARIANT
+    C = ev.num_classes(variant)
+    if C is None or C <= 2:
+        return None
+    every = ev.of(variant, claims.SCALE_HEADS, complete=False)
+    scales = sorted(set(claims._finite(every["s"]))) if len(every) else []
+    s_f = theory.fixed_scale(C)
+    left = [_p_curve(f"s = {s:g}", s, C, color=PALETTE[i % len(PALETTE)])
+            for i, s in enumerate(scales)]
+    left.append(_p_curve(f"s_f = {s_f:.2f}", s_f, C, color="#000000", dash="dash", width=3.0))
+    panels = [Panel(title=f"P(θ), no margin, C = {C}", x_title="θ (degrees)",
+                    y_title="P(θ) of the true class", traces=left, y_range=(0.0, 1.02),
+                    vlines=[VLine(45.0, "θ0 = π/4")])]
+    margin_runs = ev.of(variant, theory.MARGIN_HEADS, complete=False)
+    if len(margin_runs):
+        margin_scales = sorted(set(claims._finite(margin_runs["s"])))
+        s_m = margin_scales[len(margin_scales) // 2] if margin_scales else s_f
+        right = [_p_curve("m = 0", s_m, C, color="#000000")]
+        for head, dash in (("cosface", "solid"), ("arcface", "dash")):
+            margins = sorted(set(claims._finite(margin_runs.loc[margin_runs["head"] == head,
+                                                                "m"])))
+            for i, m in enumerate(margins):
+                right.append(_p_curve(f"{head} m = {m:g}", s_m, C, m=m, head=head,
+                                      dash=dash, color=PALETTE[i % len(PALETTE)]))
+        panels.append(Panel(title=f"P(θ) with the swept margins, s = {s_m:g}",
+                            x_title="θ (degrees)", y_title="P(θ)", traces=right,
+                            y_range=(0.0, 1.02), vlines=[VLine(45.0, "θ0 = π/4")]))
+    return Figure("theory", f"Theory: P(θ) for this study's C = {C}", panels, caption=(
+        "The paper's curve P(θ) = e^(s·t(cos θ)) / (e^(s·t(cos θ)) + C − 1), with B ≈ C − 1: "
+        "the swept scales, the fixed AdaCos scale s_f = √2 ln(C − 1) (thick dashed), and "
+        "the swept margins (claims C1-C3)."))
+
+
+def _probability_figure(ev: Evidence, variant: str) -> Figure | None:
+    C = ev.num_classes(variant)
+    fixed = claims.configs(ev, variant, claims.SCALE_HEADS)
+    if C is None or C <= 2 or not fixed:
+        return None
+    small = min(fixed, key=lambda c: (c.s, c.m if math.isfinite(c.m) else 0.0))
+    large = max(fixed, key=lambda c: (c.s, -(c.m if math.isfinite(c.m) else 0.0)))
+    chosen = [("best", small)] + ([("worst", large)] if large is not small else [])
+    chosen += [(head, c) for head in theory.ADACOS_HEADS
+               for c in claims.configs(ev, variant, [head])]
+    traces = []
+    for i, (role, config) in enumerate(chosen):
+        points = []
+        for key in config.runs["key"]:
+            w = ev.windows(key)
+            if "p_target_mean" in w:
+                points.append(w[["theta_med_rad", "p_target_mean"]])
+        if not points:
+            continue
+        both = pd.concat(points)
+        colour = PALETTE[i % len(PALETTE)] if role in ("best", "worst") else ROLE_COLOURS[role]
+        traces.append(Trace(name=f"{config.label}: measured", mode="markers",
+                            x=np.degrees(both["theta_med_rad"].astype(float)).tolist(),
+                            y=both["p_target_mean"].astype(float).tolist(), color=colour))
+        if config.head in claims.SCALE_HEADS:
+            m = config.m if math.isfinite(config.m) else 0.0
+            traces.append(_p_curve(f"{config.label}: theory", config.s, C, m=m,
+                                   head=config.head, color=colour, dash="dot"))
+    if not traces:
+        return None
+    return Figure(
+        figure_id("probability", variant), f"Measured P against theory{_in(variant)}",
+        [Panel(title=f"C = {C}", x_title="θ_med (degrees)", y_title="P",
+               traces=traces, y_range=(0.0, 1.02),
+               vlines=[VLine(claims.FAR_ANGLE_DEG, "45°")],
+               hlines=[HLine(claims.P_SATURATED, f"P = {claims.P_SATURATED:g}")])],
+        columns=1,
+        caption=("Each marker is one logged training window: its median target angle and "
+                 "its mean target probability. Dotted: the analytic P(θ) of the smallest "
+                 "and the largest swept scale (claims C1 and C2)."))
+
+
+def _scale_figure(ev: Evidence) -> Figure | None:
+    traces, vlines = [], []
+    for i, variant in enumerate(ev.variants()):
+        C = ev.num_classes(variant)
+        sweep = [c for c in claims.configs(ev, variant, claims.SCALE_HEADS)
+                 if (c.head == "normface" or c.m == 0.0) and len(c.values(ev.metric))]
+        if C is None or C <= 2 or len({c.s for c in sweep}) < 2:
+            continue
+        sweep.sort(key=lambda c: c.s)
+        colour = PALETTE[i % len(PALETTE)]
+        stats = [claims.mean_interval(c.values(ev.metric)) for c in sweep]
+        traces.append(Trace(
+            name=f"C = {C}{_in(variant)}", x=[c.s for c in sweep], y=[s.mean for s in stats],
+            y_low=[s.low if s.known else s.mean for s in stats],
+            y_high=[s.high if s.known else s.mean for s in stats],
+            mode="lines+markers", color=colour))
+        vlines.append(VLine(theory.fixed_scale(C), f"s_f(C = {C}) = {theory.fixed_scale(C):.2f}",
+                            dash="dash", color=colour))
+    if not traces:
+        return None
+    return Figure("scale-vs-classes", f"{ev.metric} against the fixed scale s, per C",
+                  [Panel(title="normface (m = 0)", x_title="s (log scale)",
+                         y_title=f"mean {ev.metric}", traces=traces, vlines=vlines,
+                         x_log=True)], columns=1,
+                  caption=("Claim C4: the band is the 95 % CI over seeds; dashed lines mark "
+                           "s_f = √2 ln(C − 1) for each C."))
+
+
+def _adacos_vs_tuned_figure(ev: Evidence, variant: str) -> Figure | None:
+    names, means, lows, highs = [], [], [], []
+    entries = [(head, claims.configs(ev, variant, [head])) for head in theory.ADACOS_HEADS]
+    entries += [(f"best {head}", [b] if (b := claims.best_config(ev, variant, [head])) else [])
+                for head in ("cosface", "arcface", "normface")]
+    for name, found in entries:
+        if not found or not len(found[0].values(ev.metric)):
+            continue
+        stats = claims.mean_interval(found[0].values(ev.metric))
+        names.append(name if name.startswith("adacos") else f"{name} ({found[0].label})")
+        means.append(stats.mean)
+        lows.append(stats.low if stats.known else stats.mean)
+        highs.append(stats.high if stats.known else stats.mean)
+    if len(names) < 2:
+        return None
+    return Figure(
+        figure_id("adacos-vs-tuned", variant), f"AdaCos against the tuned heads{_in(variant)}",
+        [Panel(title=f"mean {ev.metric} with its 95 % CI over seeds", y_title=ev.metric,
+               traces=[Trace(name=ev.metric, x=list(range(len(names))), x_labels=names,
+                             y=means, y_low=lows, y_high=highs, mode="markers",
+                             color=ROLE_COLOURS["best"])])],
+        columns=1, caption=("Claim C9: each margin head's best configuration is chosen on "
+                            "the validation pairs, then compared on the test metric."))
+
+
+# -- problems, paper, summary ---------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    """A table cell's text: "" for a missing value (None, NaN, <NA>)."""
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) \
+        else str(value)
+
+
+def _problem_table(ev: Evidence) -> Table | None:
+    bad = ev.trials[ev.trials["state"] != "complete"]
+    if bad.empty:
+        return None
+    rows = []
+    for row in bad.sort_values(["state", "key"]).to_dict(orient="records"):
+        reason = _text(row.get("error")) or _text(row.get("diverged_reason")) or (
+            "stopped by the pruner" if row["state"] == "pruned" else "")
+        if row["state"] == "diverged" and pd.notna(row.get("diverged_step")):
+            reason = f"{reason} (step {row['diverged_step']})"
+        rows.append([row["key"], row["state"], str(reason or "-")])
+    return Table(["trial", "state", "reason"], rows,
+                 caption=f"{len(rows)} of {len(ev.trials)} trials did not complete")
+
+
+def _paper_section(manifest: dict[str, Any]) -> Section:
+    data = ((manifest.get("spec") or {}).get("data") or {})
+    name = str(data.get("name", "unknown"))
+    rows = [[r["benchmark"], r["metric"], r["head"], r["value"], r["setting"], r["provenance"]]
+            for r in PAPER_RESULTS]
+    if name in PAPER_BENCHMARKS:
+        text = (f"The study's data is {name}, one of the paper's benchmarks: its reported "
+                "figures are listed for comparison with the leaderboard above.")
+    else:
+        text = (f"The study's data ({name}) is not one of the paper's benchmarks, so its "
+                "numbers are not comparable with the paper's; the reported figures are "
+                "listed for reference only.")
+    return Section("paper", "The paper's reported figures", [text], [Table(
+        ["benchmark", "metric", "head", "reported", "setting", "provenance"], rows)])
+
+
+def _verdict_rows(verdicts: list[Verdict], figures: set[str]) -> list[VerdictRow]:
+    return [VerdictRow(v.claim_id, v.claim, v.verdict, v.reason,
+                       {k: _num(val) for k, val in v.numbers.items()},
+                       v.figure if v.figure in figures else None)
+            for v in verdicts]
+
+
+def _present(figures: Iterable[Figure | None]) -> list[Figure]:
+    return [f for f in figures if f is not None]
+
+
+def build(run_dir: Path) -> Report:
+    """The report of a run folder: its verdicts, sections and manifest."""
+    run_dir = Path(run_dir)
+    trials, series = store.load_tables(run_dir)
+    manifest = store.read_manifest(run_dir) or {}
+    study = ((manifest.get("spec") or {}).get("study") or {})
+    ev = Evidence(trials, series, study.get("metric", "verification_accuracy"),
+                  study.get("direction", "maximize"))
+    verdicts = claims.evaluate_tables(trials, series, metric=ev.metric,
+                                      direction=ev.direction)
+    variants = ev.variants()
+    sections = [
+        Section("leaderboard", "Leaderboard per head", [
+            f"Ranked by {ev.metric} ({ev.direction}) on the test pairs: mean, standard "
+            "deviation and t-based 95 % confidence interval over seeds."],
+            tables=_leaderboard_tables(ev)),
+        Section("heatmaps", "The metric over (s, m)", figures=_present(
+            _heatmap_figure(ev, v) for v in variants)),
+        Section("convergence", "Convergence", figures=_present(
+            _convergence_figure(ev, v) for v in variants)),
+        Section("theory", "Theory", figures=_present([_theory_figure(ev)])
+                + _present(_probability_figure(ev, v) for v in variants)),
+        Section("ln-b", "B_avg against C − 1 (claim C5)", figures=_present(
+            _ln_b_figure(ev, v) for v in variants)),
+        Section("scale", "The best fixed scale against s_f (claim C4)",
+                figures=_present([_scale_figure(ev)])),
+        Section("adacos", "AdaCos against the tuned heads (claim C9)", figures=_present(
+            _adacos_vs_tuned_figure(ev, v) for v in variants)),
+    ]
+    problems = _problem_table(ev)
+    sections.append(Section(
+        "problems", "Failed, diverged and pruned trials",
+        [] if problems else ["Every trial completed."],
+        tables=[problems] if problems else []))
+    sections.append(_paper_section(manifest))
+    sections = [s for s in sections if s.paragraphs or s.tables or s.figures]
+    figures = {f.id for s in sections for f in s.figures}
+    counts = trials["state"].value_counts().to_dict() if len(trials) else {}
+    subtitle = (f"{len(trials)} trials ({', '.join(f'{n} {k}' for k, n in counts.items())})"
+                f", metric {ev.metric} ({ev.direction}), run folder {run_dir}")
+    return Report(study=str(study.get("name") or run_dir.name), subtitle=subtitle,
+                  verdicts=_verdict_rows(verdicts, figures), sections=sections,
+                  manifest=manifest)

@@ -1,0 +1,320 @@
+"""A `Report` as one self-contained HTML page: ``index.html``.
+
+The page works offline and from a mail attachment: plotly.js is inlined once, the CSS
+is inline, and nothing is loaded by URL (no CDN, web font or remote image). Every
+string of the report may come from the run, so all text goes through jinja2 with
+autoescaping on, and each figure's JSON is embedded with ``<``, ``>``, ``&``, U+2028
+and U+2029 written as ``\\uXXXX``: a study named ``</script><script>...`` stays data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from adastudy.report import model
+from adastudy.report.interactive import plotly_figure
+
+__all__ = ["VERDICT_CLASS", "embed_json", "write_html"]
+
+#: CSS class of each verdict's badge (see the colours in `_CSS`).
+VERDICT_CLASS = {
+    "supported": "badge-supported",
+    "not supported": "badge-not-supported",
+    "inconclusive": "badge-inconclusive",
+    "not tested": "badge-not-tested",
+}
+
+_JSON_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def write_html(report: model.Report, out_dir: Path) -> Path:
+    """Render ``report`` to ``out_dir/index.html`` (``out_dir`` is created when missing).
+
+    Content, in order: the study as title and the subtitle; the verdict table (claim,
+    verdict badge, reason, deciding numbers, link to the figure); each section (heading,
+    paragraphs, tables, figures with title and caption); the manifest as JSON.
+
+    The page is written under a temporary name and renamed into place. Returns its path.
+
+    Raises:
+        ValueError: two figures share an id (their anchors would collide).
+    """
+    figures = [figure for section in report.sections for figure in section.figures]
+    _check_unique_ids(figures)
+    specs = {figure.id: plotly_figure(figure) for figure in figures}
+    page = _template().render(
+        report=report,
+        verdict_class=VERDICT_CLASS,
+        figure_ids=set(specs),
+        figure_json={key: embed_json(spec) for key, spec in specs.items()},
+        # The div gets the height the figure asks for (+2 for its border): a div with no
+        # height gets plotly's 450 px default whatever the number of rows.
+        figure_height={key: int(spec["layout"]["height"]) + 2 for key, spec in specs.items()},
+        manifest=json.dumps(report.manifest, indent=2, ensure_ascii=False, default=str),
+        plotly_js=_plotly_js(),
+        css=_CSS,
+        loader=_LOADER,
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "index.html"
+    _write_atomically(path, page)
+    return path
+
+
+def embed_json(value: Any) -> str:
+    """``value`` as JSON that is safe inside a ``<script>`` element: no NaN (strict
+    JSON), and no character that could end the element or confuse the HTML parser."""
+    text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JSON_ESCAPES[m.group()], text)
+
+
+def _check_unique_ids(figures: list[model.Figure]) -> None:
+    seen: set[str] = set()
+    for figure in figures:
+        if figure.id in seen:
+            raise ValueError(f"two figures of the report have the id {figure.id!r}")
+        seen.add(figure.id)
+
+
+@lru_cache(maxsize=1)
+def _plotly_js() -> str:
+    from markupsafe import Markup
+    from plotly.offline import get_plotlyjs
+
+    # The library holds no "</script" today; this keeps it that way if a version does.
+    code = re.sub(r"</(script)", r"<\\/\1", get_plotlyjs(), flags=re.IGNORECASE)
+    return Markup(code)
+
+
+@lru_cache(maxsize=1)
+def _template() -> Any:
+    from jinja2 import Environment, StrictUndefined
+
+    env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True,
+                      lstrip_blocks=True)
+    env.filters["embed"] = _markup
+    return env.from_string(_TEMPLATE)
+
+
+def _markup(text: str) -> Any:
+    """Mark text that is already safe for its place (escaped JSON, our own CSS and JS)."""
+    from markupsafe import Markup
+
+    return Markup(text)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a report is meant to be shared
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
+_CSS = """
+:root {
+  --fg: #1f2328; --muted: #59636e; --border: #d1d9e0; --zebra: #f6f8fa; --accent: #0969da;
+  --ok: #1a7f37; --bad: #cf222e; --none: #6e7781;
+}
+* { box-sizing: border-box; }
+body {
+  margin: 0; color: var(--fg); background: #fff; line-height: 1.5; font-size: 15px;
+  font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+    "Noto Sans", sans-serif;
+}
+main { max-width: 1200px; margin: 0 auto; padding: 24px 24px 64px; }
+h1 { font-size: 1.9rem; margin: 0.2em 0 0.1em; overflow-wrap: anywhere; }
+h2 { font-size: 1.35rem; margin: 2.2em 0 0.6em; padding-bottom: 0.25em;
+     border-bottom: 1px solid var(--border); }
+h3 { font-size: 1.05rem; margin: 1.6em 0 0.4em; }
+.subtitle { color: var(--muted); margin: 0 0 1em; }
+nav.toc { font-size: 0.9rem; color: var(--muted); margin: 0.5em 0 1.5em; }
+nav.toc a { margin-right: 1em; }
+a { color: var(--accent); text-decoration: none; }
+a:hover { text-decoration: underline; }
+.table-wrap { overflow-x: auto; margin: 0.5em 0 1.2em; }
+table { border-collapse: collapse; width: 100%; font-size: 0.9rem; }
+th, td { border: 1px solid var(--border); padding: 6px 10px; text-align: left;
+         vertical-align: top; overflow-wrap: anywhere; }
+th { background: #eef1f4; font-weight: 600; white-space: nowrap; }
+table.verdicts td:nth-child(2), table.verdicts td:nth-child(4) { white-space: nowrap; }
+table.verdicts td:first-child { min-width: 16em; }
+tbody tr:nth-child(even) { background: var(--zebra); }
+td.cell { white-space: pre-wrap; }
+caption { caption-side: top; text-align: left; font-weight: 600;
+          font-size: 0.92rem; padding: 10px 0 4px; }
+.badge { display: inline-block; padding: 2px 9px; border-radius: 999px; color: #fff;
+         font-size: 0.8rem; font-weight: 600; white-space: nowrap; }
+.badge-supported { background: var(--ok); }
+.badge-not-supported { background: var(--bad); }
+.badge-inconclusive { background: #e3a21a; color: #1f2328; }
+.badge-not-tested { background: var(--none); }
+dl.numbers { display: grid; grid-template-columns: max-content 1fr; gap: 0 10px;
+             margin: 6px 0 0; font-size: 0.82rem; color: var(--muted); }
+dl.numbers dt { font-weight: 600; }
+dl.numbers dd { margin: 0; font-variant-numeric: tabular-nums; }
+.reason { white-space: pre-wrap; }
+figure { margin: 1em 0 2em; }
+figure .plot { width: 100%; border: 1px solid var(--border); border-radius: 6px; }
+figcaption { color: var(--muted); font-size: 0.88rem; margin-top: 6px;
+             white-space: pre-wrap; overflow-wrap: anywhere; }
+figure h3 { margin-top: 0; }
+p { margin: 0.5em 0; white-space: pre-wrap; overflow-wrap: anywhere; }
+pre.manifest { background: var(--zebra); border: 1px solid var(--border); border-radius: 6px;
+               padding: 12px; overflow-x: auto; font-size: 0.8rem; }
+.plot-error { color: var(--bad); padding: 1em; }
+@media (max-width: 700px) {
+  main { padding: 12px; }
+  body { font-size: 14px; }
+  th, td { padding: 4px 6px; }
+}
+"""
+
+# Draws every figure from its JSON block; one broken figure says so in its own div and
+# does not stop the others.
+_LOADER = """
+(function () {
+  var config = {responsive: true, displaylogo: false, showLink: false,
+                modeBarButtonsToRemove: ["sendDataToCloud", "select2d", "lasso2d"]};
+  document.querySelectorAll("script.figure-data").forEach(function (node) {
+    var div = document.getElementById(node.getAttribute("data-target"));
+    try {
+      var spec = JSON.parse(node.textContent);
+      Plotly.newPlot(div, spec.data, spec.layout, config).catch(function (err) {
+        console.error("figure " + div.id + ": " + err);
+      });
+    } catch (err) {
+      div.textContent = "This figure could not be drawn: " + err;
+      div.className += " plot-error";
+      console.error("figure " + div.id + ": " + err);
+    }
+  });
+})();
+"""
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ report.study }} · adastudy report</title>
+<style>{{ css | embed }}</style>
+<script id="plotly-js">{{ plotly_js }}</script>
+</head>
+<body>
+<main>
+<header>
+<h1>{{ report.study }}</h1>
+{% if report.subtitle %}
+<p class="subtitle">{{ report.subtitle }}</p>
+{% endif %}
+<nav class="toc">
+<a href="#verdicts">Verdicts</a>
+{% for section in report.sections %}
+<a href="#{{ section.id }}">{{ section.title }}</a>
+{% endfor %}
+<a href="#manifest">Manifest</a>
+</nav>
+</header>
+
+<section>
+<h2 id="verdicts">Verdicts</h2>
+{% if report.verdicts %}
+<div class="table-wrap">
+<table class="verdicts">
+<thead><tr><th>Claim</th><th>Verdict</th><th>Why</th><th>Figure</th></tr></thead>
+<tbody>
+{% for row in report.verdicts %}
+<tr>
+<td><strong>{{ row.claim_id }}</strong> {{ row.claim }}</td>
+<td><span class="badge {{ verdict_class.get(row.verdict, 'badge-not-tested') }}">
+{{- row.verdict }}</span></td>
+<td><div class="reason">{{ row.reason }}</div>
+{% if row.numbers %}
+<dl class="numbers">
+{% for key, value in row.numbers.items() %}
+<dt>{{ key }}</dt><dd>{{ value }}</dd>
+{% endfor %}
+</dl>
+{% endif %}
+</td>
+<td>
+{%- if row.figure_id and row.figure_id in figure_ids -%}
+<a href="#fig-{{ row.figure_id }}">figure</a>
+{%- elif row.figure_id -%}
+{{ row.figure_id }}
+{%- endif -%}
+</td>
+</tr>
+{% endfor %}
+</tbody>
+</table>
+</div>
+{% else %}
+<p>No claim was evaluated.</p>
+{% endif %}
+</section>
+
+{% for section in report.sections %}
+<section>
+<h2 id="{{ section.id }}">{{ section.title }}</h2>
+{% for paragraph in section.paragraphs %}
+<p>{{ paragraph }}</p>
+{% endfor %}
+{% for table in section.tables %}
+<div class="table-wrap">
+<table>
+{% if table.caption %}<caption>{{ table.caption }}</caption>{% endif %}
+<thead><tr>{% for column in table.columns %}<th>{{ column }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for row in table.rows %}
+<tr>{% for cell in row %}<td class="cell">{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}
+</tbody>
+</table>
+</div>
+{% endfor %}
+{% for figure in section.figures %}
+<figure id="fig-{{ figure.id }}">
+<h3>{{ figure.title }}</h3>
+<div class="plot" id="plot-{{ figure.id }}" style="height: {{ figure_height[figure.id] }}px">
+</div>
+<script type="application/json" class="figure-data" data-target="plot-{{ figure.id }}">
+{{- figure_json[figure.id] | embed -}}
+</script>
+{% if figure.caption %}
+<figcaption>{{ figure.caption }}</figcaption>
+{% endif %}
+</figure>
+{% endfor %}
+</section>
+{% endfor %}
+
+<section>
+<h2 id="manifest">Run manifest</h2>
+<pre class="manifest">{{ manifest }}</pre>
+</section>
+</main>
+<script>{{ loader | embed }}</script>
+</body>
+</html>
+"""

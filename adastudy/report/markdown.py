@@ -1,0 +1,203 @@
+"""A `Report` as GitHub-flavoured Markdown: ``report.md`` and ``figures/<id>.png``.
+
+Every string from the run is escaped (`md_text`, `md_cell`): HTML-special characters and
+table pipes become entities, Markdown's inline marks get a backslash, so a head named
+``a|b`` stays in its cell and an error message with ``<script>`` or backticks shows as
+written. The figures are PNGs drawn by `adastudy.report.static`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from adastudy.report import model
+from adastudy.report.static import save_png
+
+__all__ = ["FIGURE_ID", "VERDICT_MARK", "md_cell", "md_text", "write_markdown"]
+
+#: The figure ids this renderer writes as ``figures/<id>.png``; only PNGs whose stem
+#: matches are ever removed as stale.
+FIGURE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: A coloured mark before each verdict, the colours of the HTML badges.
+VERDICT_MARK = {
+    "supported": "🟢",
+    "not supported": "🔴",
+    "inconclusive": "🟠",
+    "not tested": "⚪",
+}
+
+_INLINE_ESCAPES = {
+    "\\": "\\\\",
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    "|": "&#124;",  # an entity, not "\|": it can never split a table cell
+    "`": "&#96;",
+    "*": "\\*",
+    "_": "\\_",
+    "[": "\\[",
+    "]": "\\]",
+    "~": "\\~",
+}
+_INLINE = re.compile("[\\\\&<>|`*_\\[\\]~]")
+# What would start a heading, list, quote or rule when at the start of a line.
+_BLOCK_START = re.compile(r"^([#+=-])")
+# An ordered list item: the backslash goes before the "." or ")" (not before a digit,
+# which CommonMark would show as a backslash).
+_LIST_NUMBER = re.compile(r"^(\d+)([.)])")
+
+
+def write_markdown(report: model.Report, out_dir: Path) -> Path:
+    """Render ``report`` to ``out_dir/report.md`` with its figures in ``out_dir/figures``.
+
+    Content, in order: title and subtitle; the verdict table; each section (heading,
+    paragraphs, pipe tables, figures as ``![title](figures/<id>.png)`` with caption); the
+    manifest in a ``json`` code block. PNGs left in ``figures/`` by an earlier report and
+    not linked by this one are removed (only files named like a figure id, ``*.png``).
+
+    Every file is written under a temporary name and renamed into place. Returns the path
+    of ``report.md``.
+
+    Raises:
+        ValueError: a figure id that is not file-safe, or two figures with one id.
+    """
+    figures = [figure for section in report.sections for figure in section.figures]
+    ids = [figure.id for figure in figures]
+    for figure_id in ids:
+        if not FIGURE_ID.fullmatch(figure_id):
+            raise ValueError(f"figure id {figure_id!r} is not a file-safe name "
+                             f"(expected {FIGURE_ID.pattern})")
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"two figures of the report share the id {duplicates[0]!r}")
+
+    out_dir = Path(out_dir)
+    figures_dir = out_dir / "figures"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for figure in figures:
+        save_png(figure, figures_dir / f"{figure.id}.png")
+    path = out_dir / "report.md"
+    _write_atomically(path, render_markdown(report))
+    for png in figures_dir.glob("*.png"):  # nothing when the folder does not exist
+        if FIGURE_ID.fullmatch(png.stem) and png.stem not in ids:
+            png.unlink(missing_ok=True)
+    return path
+
+
+def render_markdown(report: model.Report) -> str:
+    """The text of ``report.md`` (figures linked, not drawn)."""
+    figure_ids = {figure.id for section in report.sections for figure in section.figures}
+    out: list[str] = [f"# {md_text(report.study)}", ""]
+    if report.subtitle:
+        out += [md_paragraph(report.subtitle), ""]
+
+    out += ["## Verdicts", ""]
+    if report.verdicts:
+        rows = []
+        for row in report.verdicts:
+            numbers = "<br>".join(f"{md_cell(k)}: {md_cell(v)}" for k, v in row.numbers.items())
+            if row.figure_id and row.figure_id in figure_ids:
+                link = f"[figure](#fig-{row.figure_id})"
+            else:
+                link = md_cell(row.figure_id or "")
+            mark = VERDICT_MARK.get(row.verdict, "⚪")
+            rows.append([
+                f"**{md_cell(row.claim_id)}** {md_cell(row.claim)}",
+                f"{mark} **{md_cell(row.verdict)}**",
+                md_cell(row.reason),
+                numbers,
+                link,
+            ])
+        out += _pipe_table(["Claim", "Verdict", "Reason", "Numbers", "Figure"], rows)
+    else:
+        out.append("No claim was evaluated.")
+    out.append("")
+
+    for section in report.sections:
+        out += [f"## {md_text(section.title)}", ""]
+        for paragraph in section.paragraphs:
+            out += [md_paragraph(paragraph), ""]
+        for table in section.tables:
+            if table.caption:  # above its table: it names what follows
+                out += [f"**{md_text(table.caption).strip()}**", ""]
+            out += _pipe_table([md_cell(c) for c in table.columns],
+                               [[md_cell(c) for c in row] for row in table.rows])
+            out.append("")
+        for figure in section.figures:
+            # GitHub keeps the anchor (as "user-content-fig-…") and follows "#fig-…".
+            out += [f'<a id="fig-{figure.id}"></a>', "", f"### {md_text(figure.title)}", "",
+                    f"![{md_text(figure.title)}](figures/{figure.id}.png)", ""]
+            if figure.caption:
+                out += [f"*{md_text(figure.caption).strip()}*", ""]
+
+    manifest = json.dumps(report.manifest, indent=2, ensure_ascii=False, default=str)
+    # Literal inside the fence already, but a viewer that ignores fences (or a reader
+    # grepping for "<script") should not meet run-derived markup either; "\u003c" is
+    # the same JSON string.
+    manifest = re.sub("[<>&]", lambda m: f"\\u{ord(m.group()):04x}", manifest)
+    fence = "`" * max(3, _longest_backtick_run(manifest) + 1)  # a "```" inside cannot close it
+    out += ["## Run manifest", "", f"{fence}json", manifest, fence, ""]
+    return "\n".join(out)
+
+
+def md_text(text: str) -> str:
+    """``text`` shown literally inline: entities for HTML-special characters, pipes and
+    backticks; backslashes before emphasis, link and strike-through marks; a line break
+    becomes a space (a heading or a link text is one line)."""
+    return _INLINE.sub(lambda m: _INLINE_ESCAPES[m.group()], _one_line(str(text), " "))
+
+
+def md_cell(text: str) -> str:
+    """``text`` inside a pipe-table cell: as `md_text`, with line breaks as ``<br>``."""
+    escaped = _INLINE.sub(lambda m: _INLINE_ESCAPES[m.group()], str(text))
+    return _one_line(escaped, "<br>").strip() or " "
+
+
+def md_paragraph(text: str) -> str:
+    """``text`` as a paragraph that keeps its line breaks; no line of it starts a heading,
+    list or quote."""
+    lines = re.split(r"\r\n|\r|\n", str(text))
+    escaped = []
+    for line in lines:
+        # Leading spaces dropped: four of them would make the line a code block.
+        line = _INLINE.sub(lambda m: _INLINE_ESCAPES[m.group()], line.lstrip())
+        line = _LIST_NUMBER.sub(r"\1\\\2", _BLOCK_START.sub(r"\\\1", line))
+        escaped.append(line)
+    return "<br>\n".join(escaped)
+
+
+def _one_line(text: str, joiner: str) -> str:
+    return re.sub(r"\r\n|\r|\n", joiner, text)
+
+
+def _pipe_table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    width = max([len(columns), *(len(row) for row in rows)])
+    # A short row would shift GitHub's columns; pad every row to the header's width.
+    head = [*columns, *[" "] * (width - len(columns))]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * width]
+    for row in rows:
+        cells = [*row, *[" "] * (width - len(row))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _longest_backtick_run(text: str) -> int:
+    return max((len(run) for run in re.findall("`+", text)), default=0)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a report is meant to be shared
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise

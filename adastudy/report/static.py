@@ -1,0 +1,232 @@
+"""A report `Figure` as a PNG, drawn with matplotlib for the Markdown report.
+
+The same content as `adastudy.report.interactive` (same colours, same colour-bar range),
+drawn through matplotlib's object API (`matplotlib.figure.Figure`, Agg canvas) so that
+pyplot's global state and the process-wide backend are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from adastudy.report import model
+from adastudy.report.interactive import color_range, trace_colors
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure as MplFigure
+
+__all__ = ["DPI", "save_png"]
+
+DPI = 110
+#: Inches per panel: two panels side by side make a PNG about 1400 px wide at `DPI`.
+PANEL_SIZE_IN = (6.4, 4.4)
+BAND_ALPHA = 0.18
+NAN_COLOR = "#f0f0f0"
+_LINESTYLE = {"solid": "-", "dash": "--", "dot": ":"}
+
+
+def save_png(fig: model.Figure, path: Path) -> Path:
+    """Draw ``fig`` and write it as a PNG to ``path`` (its folder is created when missing).
+
+    The image is written beside ``path`` under a temporary name and renamed into place,
+    so a reader never sees half a file. Returns ``path``.
+    """
+    figure = _draw(fig)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            figure.savefig(handle, format="png", dpi=DPI)
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a report is meant to be shared
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    return path
+
+
+def _draw(fig: model.Figure) -> MplFigure:
+    from matplotlib.figure import Figure
+
+    n = max(len(fig.panels), 1)
+    columns = max(1, min(fig.columns, n))
+    rows = math.ceil(n / columns)
+    width = PANEL_SIZE_IN[0] * columns
+    height = PANEL_SIZE_IN[1] * rows + 0.4
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    if fig.title:
+        figure.suptitle(_text(fig.title), fontsize=13, fontweight="bold")
+    colors = trace_colors(fig)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(fig.panels):
+            ax.set_axis_off()
+            continue
+        panel = fig.panels[k]
+        if panel.heatmap is not None:
+            _draw_heatmap(figure, ax, panel, panel.heatmap)
+        else:
+            _draw_lines(ax, panel, colors)
+        ax.set_title(_text(panel.title), fontsize=11)
+        ax.set_xlabel(_text(panel.x_title))
+        ax.set_ylabel(_text(panel.y_title))
+    return figure
+
+
+# --------------------------------------------------------------------------- lines panels
+
+
+def _draw_lines(ax: Axes, panel: model.Panel, colors: dict[str, str]) -> None:
+    categories = _categories(panel)
+    for trace in panel.traces:
+        color = trace.color or colors.get(trace.name)
+        if trace.x_labels is not None:
+            x = np.array([categories[label] for label in trace.x_labels], dtype=float)
+        else:
+            x = _array(trace.x)
+        y = _array(trace.y)
+        low = _array(trace.y_low) if trace.y_low is not None else None
+        high = _array(trace.y_high) if trace.y_high is not None else None
+        style: dict[str, Any] = {
+            "color": color,
+            "linestyle": _LINESTYLE.get(trace.dash, "-"),
+            "linewidth": trace.width,
+            "label": _text(trace.name),
+        }
+        if trace.mode == "markers":
+            style |= {"linestyle": "none", "marker": "o", "markersize": 5}
+            if low is not None and high is not None:
+                # Clipped at 0: matplotlib rejects negative error bars, and a bound on
+                # the wrong side of the mean is better shown as none than as a crash.
+                yerr = np.vstack([np.clip(y - low, 0, None), np.clip(high - y, 0, None)])
+                ax.errorbar(x, y, yerr=yerr, capsize=3, elinewidth=1.2, **style)
+            else:
+                ax.plot(x, y, **style)
+            continue
+        if trace.mode == "lines+markers":
+            style |= {"marker": "o", "markersize": 4}
+        (line,) = ax.plot(x, y, **style)
+        if low is not None and high is not None:
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=BAND_ALPHA,
+                            linewidth=0)
+    for vline in panel.vlines:
+        ax.axvline(vline.x, color=vline.color, linestyle=_LINESTYLE.get(vline.dash, ":"),
+                   linewidth=1.3, label=_text(vline.label))
+    for hline in panel.hlines:
+        ax.axhline(hline.y, color=hline.color, linestyle=_LINESTYLE.get(hline.dash, ":"),
+                   linewidth=1.3, label=_text(hline.label))
+    if categories:
+        ax.set_xticks(list(categories.values()), [_text(c) for c in categories])
+        ax.set_xlim(-0.5, len(categories) - 0.5)  # room for the first and last label
+        if max(len(c) for c in categories) * len(categories) > 60:
+            ax.tick_params(axis="x", labelrotation=30)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
+    elif panel.x_log:
+        ax.set_xscale("log")
+    if panel.y_range is not None:
+        ax.set_ylim(*panel.y_range)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+
+
+def _categories(panel: model.Panel) -> dict[str, int]:
+    """Position of each category label, in order of first appearance over the traces."""
+    positions: dict[str, int] = {}
+    for trace in panel.traces:
+        for label in trace.x_labels or []:
+            positions.setdefault(label, len(positions))
+    return positions
+
+
+# --------------------------------------------------------------------------- heatmaps
+
+
+def _draw_heatmap(figure: MplFigure, ax: Axes, panel: model.Panel,
+                  heatmap: model.Heatmap) -> None:
+    from matplotlib import colormaps
+    from matplotlib.colors import CenteredNorm, Normalize
+
+    z = np.ma.masked_invalid(_array2d(heatmap.z))
+    if z.size == 0:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    lo, hi = color_range(heatmap)
+    if heatmap.center is not None:
+        cmap = colormaps["RdBu"].with_extremes(bad=NAN_COLOR)
+        norm: Normalize = CenteredNorm(vcenter=(lo + hi) / 2, halfrange=(hi - lo) / 2)
+    else:
+        cmap = colormaps["viridis"].with_extremes(bad=NAN_COLOR)
+        norm = Normalize(vmin=lo, vmax=hi)
+    # Row 0 at the bottom, as plotly draws it: the grid reads like a plot of (x, y).
+    image = ax.imshow(z, cmap=cmap, norm=norm, origin="lower", aspect="auto",
+                      interpolation="nearest")
+    rows, cols = z.shape
+    ax.set_xticks(range(cols), [_text(label) for label in heatmap.x_labels[:cols]])
+    ax.set_yticks(range(rows), [_text(label) for label in heatmap.y_labels[:rows]])
+    if cols and max(len(label) for label in heatmap.x_labels[:cols]) * cols > 50:
+        ax.tick_params(axis="x", labelrotation=30)
+    fontsize = 9 if cols <= 8 else 7 if cols <= 14 else 6
+    for i, row in enumerate(heatmap.text[:rows]):
+        for j, cell in enumerate(row[:cols]):
+            if not cell:
+                continue
+            value = z[i, j]
+            dark = (value is not np.ma.masked) and _is_dark(cmap(norm(float(value))))
+            ax.text(j, i, _text(cell), ha="center", va="center", fontsize=fontsize,
+                    color="white" if dark else "black")
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+    bar = figure.colorbar(image, ax=ax, fraction=0.08, pad=0.02)
+    bar.set_label(_text(heatmap.colorbar_title))
+    marks = [(label, float(v)) for label, v in heatmap.marks.items() if math.isfinite(v)]
+    if marks:
+        # Each mark is a black line across the bar, labelled on the bar's left side
+        # (the right side keeps the ordinary value ticks).
+        for _, value in marks:
+            bar.ax.axhline(value, color="black", linewidth=2.2)
+        side = bar.ax.secondary_yaxis("left")
+        side.set_ticks([v for _, v in marks],
+                       [f"{_text(label)} {v:.4g}" for label, v in marks])
+        side.tick_params(labelsize=8, length=8, width=1.4)
+
+
+def _is_dark(rgba: tuple[float, float, float, float]) -> bool:
+    r, g, b = rgba[:3]
+    return 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _text(text: str) -> str:
+    """``text`` as matplotlib shows it literally: a ``$`` would start mathtext (and an
+    odd number of them fails the whole draw), and a leading ``_`` hides a legend entry."""
+    text = str(text).replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
+
+
+def _array(values: list[float]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def _array2d(rows: list[list[float]]) -> np.ndarray:
+    width = max((len(row) for row in rows), default=0)
+    out = np.full((len(rows), width), np.nan)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = _array(row)
+    return out

@@ -1,0 +1,218 @@
+"""`adastudy report` on a real (small) run folder: every claim gets a verdict, every
+figure the Markdown links to exists, failed and diverged trials do not stop it, text
+from the run is escaped, and bad input changes nothing on disk."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from chromium import ARTIFACTS, assert_clean, needs_chromium, probe_page, run_chromium
+from typer.testing import CliRunner
+
+from adastudy import claims, store
+from adastudy import report as reports
+from adastudy.cli import app
+from adastudy.report import content
+
+SPEC = """
+[study]
+name = "tiny-report"
+seeds = [0, 1]
+
+[heads.cosface]
+s = [8.0, 32.0]
+m = [0.1, 0.4]
+
+[heads.normface]
+s = [2.0, 8.0, 32.0]
+
+[heads.adacos-fixed]
+
+[heads.adacos-dynamic]
+
+[data]
+identities = 20
+images_per_identity = 8
+eval_identities = 20
+eval_images_per_identity = 6
+val_pairs = 100
+test_pairs = 200
+distractors = 20
+feature_dim = 16
+
+[model]
+hidden = [32]
+embedding_dim = 16
+
+[train]
+epochs = 2
+batch_size = 32
+lr = 0.05
+log_every = 2
+
+[variants.c40]
+data = { identities = 40 }
+heads = ["normface", "adacos-fixed"]
+"""
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A real sweep, plus a failed and a diverged trial written as an engine would."""
+    folder = tmp_path_factory.mktemp("report")
+    spec_path = folder / "tiny.toml"
+    spec_path.write_text(SPEC)
+    run = folder / "run"
+    result = CliRunner().invoke(app, ["sweep", str(spec_path), "--out", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+    base = {"number": None, "variant": "main", "num_classes": 20, "s": 64.0, "m": 0.9,
+            "steps": 3, "epochs": 0.1, "metrics": {}, "steps_to_theta_med": {},
+            "series": []}
+    store.write_trial_record(run, {
+        **base, "key": store.trial_key("arcface", 64.0, 0.9, 0), "head": "arcface", "seed": 0,
+        "state": "failed", "error": f"RuntimeError: {HOSTILE} | `x` </td>"})
+    store.write_trial_record(run, {
+        **base, "key": store.trial_key("arcface", 64.0, 0.9, 1), "head": "arcface", "seed": 1,
+        "state": "diverged", "diverged_step": 3, "diverged_reason": "loss is not finite"})
+    store.consolidate(run)
+    return run
+
+
+def test_every_claim_gets_a_verdict_with_its_evidence(run_dir):
+    report = content.build(run_dir)
+    assert [v.claim_id for v in report.verdicts] == list(claims.CLAIMS)
+    assert all(v.verdict in claims.VERDICTS and v.reason for v in report.verdicts)
+    figures = {f.id for s in report.sections for f in s.figures}
+    assert {"heatmaps", "convergence", "theory", "probability", "ln-b-ratio",
+            "scale-vs-classes", "adacos-vs-tuned", "convergence-c40"} <= figures
+    assert all(v.figure_id is None or v.figure_id in figures for v in report.verdicts)
+    # the two numbers of classes make C4 testable; variant c40 has no margin head
+    by_id = {v.claim_id: v for v in report.verdicts}
+    assert by_id["C4"].verdict != "not tested"
+    assert "heatmaps-c40" not in figures
+
+
+def test_the_heatmap_is_the_leaderboard_over_s_and_m(run_dir):
+    report = content.build(run_dir)
+    heatmap = next(f for s in report.sections for f in s.figures if f.id == "heatmaps")
+    panel = heatmap.panels[0].heatmap
+    assert panel.x_labels == ["8", "32"] and panel.y_labels == ["0.1", "0.4"]
+    trials, _ = store.load_tables(run_dir)
+    board = store.leaderboard(trials, "verification_accuracy")
+    row = board[(board["head"] == "cosface") & (board["s"] == 32.0) & (board["m"] == 0.1)]
+    assert panel.z[0][1] == pytest.approx(float(row["mean"].iloc[0]))
+    assert set(panel.marks) == {"AdaCos fixed", "AdaCos dynamic"}
+
+
+def test_the_problem_table_lists_failed_and_diverged_trials_with_reasons(run_dir):
+    report = content.build(run_dir)
+    problems = next(s for s in report.sections if s.id == "problems").tables[0]
+    reasons = {row[1]: row[2] for row in problems.rows}
+    assert HOSTILE in reasons["failed"]
+    assert reasons["diverged"] == "loss is not finite (step 3)"
+
+
+def test_report_command_writes_html_and_markdown(run_dir, tmp_path):
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert sorted(Path(p).name for p in payload["files"]) == ["index.html", "report.md"]
+    assert [v["claim"] for v in payload["verdicts"]] == list(claims.CLAIMS)
+
+    markdown = (out / "report.md").read_text()
+    links = re.findall(r"\]\((figures/[^)]+)\)", markdown)
+    assert len(links) >= 8
+    for link in links:
+        assert (out / link).is_file() and (out / link).stat().st_size > 1000, link
+    assert HOSTILE not in markdown  # the failed trial's error is escaped
+
+    page = (out / "index.html").read_text()
+    assert HOSTILE not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    # offline: no external script, stylesheet or image (plotly.js itself is inlined; URLs
+    # inside its code, for geo maps that a report never draws, are never fetched)
+    assert not re.search(r"""<(script|link|img)[^>]*(src|href)\s*=\s*["']?https?:""", page)
+
+
+def test_a_study_named_like_a_script_shows_as_text(run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    manifest = store.read_manifest(run)
+    manifest["spec"]["study"]["name"] = HOSTILE
+    store.write_manifest(run, manifest)
+    result = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "o"),
+                                      "--format", "html"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "o" / "index.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert(1)" not in page
+    assert not (tmp_path / "o" / "report.md").exists()  # only the format asked for
+
+
+def test_the_default_folder_of_a_hostile_study_name_stays_inside_reports(run_dir, tmp_path,
+                                                                         monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    manifest = store.read_manifest(run)
+    manifest["spec"]["study"]["name"] = "../../etc/x"
+    store.write_manifest(run, manifest)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["report", str(run), "--format", "md"])
+    assert result.exit_code == 0, result.output
+    written = [p for p in (tmp_path / "reports").rglob("report.md")]
+    assert len(written) == 1 and written[0].parent.parent == tmp_path / "reports"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--format", "pdf"], "--format: choose from html, md"),
+    (["--format", ""], "--format: choose from html, md"),
+])
+def test_bad_options_are_one_line_and_write_nothing(run_dir, tmp_path, args, message):
+    out = tmp_path / "never"
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--out", str(out), *args])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_output_path_that_is_a_file_is_one_line(run_dir, tmp_path):
+    target = tmp_path / "file"
+    target.write_text("keep")
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--out", str(target)])
+    assert result.exit_code == 2 and "not a folder" in result.stderr
+    assert target.read_text() == "keep"
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_real_report_renders_offline_in_chromium(run_dir, tmp_path):
+    out = tmp_path / "rep"
+    reports.render(run_dir, out, "html")
+    seen, stderr = probe_page(out / "index.html", tmp_path)
+    assert_clean(seen, stderr)
+    figures = {f.id for s in content.build(run_dir).sections for f in s.figures}
+    assert sorted(f["id"] for f in seen["figures"]) == sorted(f"plot-{i}" for i in figures)
+    for figure in seen["figures"]:
+        assert figure["plotly"] and figure["svgWidth"] > 300 and figure["svgHeight"] > 200, \
+            figure
+        assert figure["traces"] > 0, figure
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "report-real-screenshot.png"
+    screenshot.unlink(missing_ok=True)
+    run_chromium(["--virtual-time-budget=10000", "--hide-scrollbars",
+                  f"--screenshot={screenshot}", (out / "index.html").as_uri()],
+                 tmp_path / "profile-shot")
+    assert screenshot.is_file() and screenshot.stat().st_size > 50_000
