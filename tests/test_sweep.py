@@ -361,6 +361,10 @@ def test_a_variant_runs_its_heads_again_on_its_own_data(tmp_path):
 [variants.c30]
 data = { identities = 30 }
 heads = ["adacos-fixed"]
+
+[variants.c40]
+data = { identities = 40 }
+heads = ["adacos-fixed"]
 """
     spec_path = write_spec(tmp_path, text)
     out = tmp_path / "run"
@@ -375,6 +379,6 @@ heads = ["adacos-fixed"]
     # the same head on other data is another row of the leaderboard, not pooled seeds
     board = json.loads(result.stdout)["leaderboard"]
     fixed = [(row["variant"], row["n"]) for row in board if row["head"] == "adacos-fixed"]
-    assert sorted(fixed) == [("c30", 2), ("main", 2)]
+    assert sorted(fixed) == [("c30", 2), ("c40", 2), ("main", 2)]
     show = CliRunner().invoke(app, ["show", str(out)])
     assert "adacos-fixed @c30" in show.stdout

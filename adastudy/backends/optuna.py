@@ -41,7 +41,7 @@ from adastudy.backends import (
     trial_record,
     waiting_lock,
 )
-from adastudy.spec import MAIN_VARIANT, SearchSpec, StudySpec, TrialSpec
+from adastudy.spec import SearchSpec, StudySpec, TrialSpec
 from adastudy.theory import HEAD_NAMES
 
 __all__ = ["STORAGE_NAME", "SweepStatus", "SweepSummary", "open_study", "run_sweep"]
@@ -144,10 +144,10 @@ def _enqueue_missing(study: optuna.Study, plan: dict[str, TrialSpec], done: set[
             continue
         s, m = hyperparameters(trial)
         params: dict[str, Any] = {"head": trial.head, "seed": trial.seed}
-        if trial.variant != MAIN_VARIANT:
-            params["variant"] = trial.variant
         params.update({k: v for k, v in (("s", s), ("m", m)) if v is not None})
-        study.enqueue_trial(params, user_attrs={"key": key})
+        # The variant is an attribute, not a parameter: Optuna requires one parameter
+        # to have the same choices in every trial of a study.
+        study.enqueue_trial(params, user_attrs={"key": key, "variant": trial.variant})
         added += 1
     return added
 
@@ -276,8 +276,6 @@ class _Worker:
         trial_spec = self.plan[trial.user_attrs["key"]]
         trial.suggest_categorical("head", HEAD_NAMES)
         trial.suggest_int("seed", trial_spec.seed, trial_spec.seed)
-        if trial_spec.variant != MAIN_VARIANT:
-            trial.suggest_categorical("variant", [trial_spec.variant])
         s, m = hyperparameters(trial_spec)
         for name, value in (("s", s), ("m", m)):
             if value is not None:
