@@ -11,6 +11,7 @@ setup:
 run: setup
 	$(BIN)/adastudy theory --classes 10575
 	$(BIN)/adastudy sweep studies/quick.toml
+	$(BIN)/adastudy report runs/quick
 
 test: setup
 	$(BIN)/python -m pytest

@@ -248,6 +248,16 @@ def test_c3_is_analytic_and_needs_two_margins(tmp_path):
     assert single.verdict == "not tested"
 
 
+def test_c3_skips_scales_without_a_crossing_and_counts_reaching_zero(tmp_path):
+    # s = 4 at C = 100: P(0) < ½ even without a margin, so it says nothing about shifts;
+    # s = 8: a large margin pushes the whole curve below ½ (crossing at 0°).
+    grid = [r for s in (4.0, 8.0) for m in (0.1, 0.9) for r in seeds("cosface", s, m)]
+    verdict = claims.claim_c3(evidence(tmp_path, grid))
+    assert verdict.verdict == "supported", verdict.reason
+    assert not any(key.startswith("cosface s=4:") for key in verdict.numbers)
+    assert verdict.numbers["cosface s=8: θ(P=½) for m = 0, 0.1, 0.9"].endswith("0.0°")
+
+
 # -- C5, C6, C7 ----------------------------------------------------------------------------
 
 
@@ -285,7 +295,10 @@ def test_c6_needs_windows_below_45_degrees(tmp_path):
 
 
 @pytest.mark.parametrize(("ada_steps", "expected"), [
-    ((20, 22, 21), "supported"), ((80, 82, 81), "not supported"), ((30, 60, 45), "inconclusive"),
+    ((20, 22, 21), "supported"),       # 60 % fewer steps than the tuned head's 51
+    ((80, 82, 81), "not supported"),   # slower
+    ((48, 49, 50), "not supported"),   # faster, but by 4 %: less than MIN_SPEEDUP
+    ((30, 60, 45), "inconclusive"),
 ])
 def test_c7_steps_to_a_theta_med_level(tmp_path, ada_steps, expected):
     records = [record("cosface", 16.0, 0.25, i, steps_to={"45": 40 + i, "30": 50 + i})
@@ -378,3 +391,11 @@ def test_c4_scale_sweep_ignores_margin_settings(tmp_path):
     verdict = claims.claim_c4(evidence(tmp_path, records))
     assert verdict.numbers["C = 20 [c20]: best scale"] == "normface s=4"
     assert verdict.verdict == "supported"
+
+
+def test_c1_prefers_a_configuration_without_a_margin(tmp_path):
+    # cosface s=4 m=0.5 caps P(0) lower, but the claim is about s: normface s=2 decides.
+    records = [record("cosface", 4.0, 0.5, i, final_p=0.05) for i in range(3)]
+    records += [record("normface", 2.0, None, i, final_p=0.30 + i / 100) for i in range(3)]
+    verdict = claims.claim_c1(evidence(tmp_path, records))
+    assert verdict.verdict == "supported" and "normface s=2" in verdict.reason

@@ -151,7 +151,7 @@ def _heatmap_figure(ev: Evidence, variant: str) -> Figure | None:
             title=f"{head}{_in(variant)}", x_title="s", y_title="m (rad)",
             heatmap=Heatmap(
                 x_labels=[f"{s:g}" for s in scales], y_labels=[f"{m:g}" for m in margins],
-                z=z, text=text, colorbar_title=f"mean {ev.metric}", center=center,
+                z=z, text=text, colorbar_title="mean", center=center,
                 marks={{"adacos-dynamic": "AdaCos dynamic", "adacos-fixed": "AdaCos fixed"}[k]:
                        v for k, v in marks.items()})))
     if not panels:

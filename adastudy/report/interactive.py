@@ -117,7 +117,10 @@ def plotly_figure(fig: model.Figure) -> dict[str, Any]:
             if any(t.x_labels is not None for t in panel.traces):
                 x_axis["type"] = "category"
             elif panel.x_log:
-                x_axis["type"] = "log"
+                # Ticks at the data's own x (the swept scales): plotly's default log ticks
+                # label 20 and 30 as "2" and "3".
+                ticks = sorted({_clean(x) for tr in panel.traces for x in tr.x} - {None})
+                x_axis.update(type="log", tickvals=ticks, ticktext=[f"{x:g}" for x in ticks])
         if panel.y_range is not None:
             y_axis["range"] = [_clean(panel.y_range[0]), _clean(panel.y_range[1])]
         shapes.extend(_line_shapes(panel, xref, yref, in_legend))

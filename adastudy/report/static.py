@@ -134,6 +134,10 @@ def _draw_lines(ax: Axes, panel: model.Panel, colors: dict[str, str]) -> None:
                 label.set_horizontalalignment("right")
     elif panel.x_log:
         ax.set_xscale("log")
+        # Ticks at the data's own x (the swept scales), as plain numbers.
+        ticks = sorted({x for tr in panel.traces for x in tr.x if math.isfinite(x) and x > 0})
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.minorticks_off()
     if panel.y_range is not None:
         ax.set_ylim(*panel.y_range)
     ax.grid(True, alpha=0.3)
