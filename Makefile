@@ -21,6 +21,7 @@ bench: setup
 	$(BIN)/python benchmarks/loop.py
 	$(BIN)/python benchmarks/evaluate.py
 	$(BIN)/python benchmarks/sweep.py
+	$(BIN)/python benchmarks/ray_overhead.py
 
 lint: setup
 	$(BIN)/ruff check adastudy tests benchmarks

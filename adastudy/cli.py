@@ -332,7 +332,19 @@ def sweep(
         int, typer.Option("--workers", min=1, help="Trials run at once, each in its process.")
     ] = 1,
     address: Annotated[
-        str | None, typer.Option("--address", help="Ray cluster address (ray backend).")
+        str | None,
+        typer.Option("--address", help="Join the Ray cluster there: auto or HOST:PORT (ray "
+                     "backend; default: a local Ray, on loopback, for this sweep)."),
+    ] = None,
+    cpus_per_trial: Annotated[
+        float | None,
+        typer.Option("--cpus-per-trial", help="CPUs (and torch threads) each trial holds "
+                     "(ray backend; default 1).", show_default=False),
+    ] = None,
+    gpus_per_trial: Annotated[
+        float | None,
+        typer.Option("--gpus-per-trial", help="GPUs each trial holds (ray backend; default "
+                     "0); a fraction such as 0.25 lets trials share a GPU.", show_default=False),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Run folder (default runs/<study name>).")
@@ -342,22 +354,39 @@ def sweep(
     ] = False,
 ) -> None:
     """Run (or resume) a study: every grid point × seed, exactly once."""
+    import functools
+
     from adastudy import spec as specs
 
     study = specs.load(spec_path)
-    if backend != "optuna":
-        raise ParameterError(
-            f"--backend: {backend!r} is not available yet; use 'optuna'"
-            if backend == "ray" else f"--backend: must be optuna or ray, got {backend!r}"
-        )
-    if address is not None:
-        raise ParameterError("--address: only the ray backend joins a cluster")
+    if backend not in ("optuna", "ray"):
+        raise ParameterError(f"--backend: must be optuna or ray, got {backend!r}")
+    ray_options = {"--address": address, "--cpus-per-trial": cpus_per_trial,
+                   "--gpus-per-trial": gpus_per_trial}
+    if backend == "optuna":
+        for name, value in ray_options.items():
+            if value is not None:
+                raise ParameterError(f"{name}: only the ray backend takes it (--backend ray)")
+    elif workers != 1:
+        raise ParameterError("--workers: the ray backend runs as many trials at once as the "
+                             "cluster holds; set --cpus-per-trial / --gpus-per-trial instead")
     if not study.heads:
         raise ParameterError(f"{spec_path}: heads: the spec names no head to sweep")
-    from adastudy.backends.optuna import run_sweep
+    if backend == "ray":
+        from adastudy.backends.ray import run_sweep as run_on_ray
+
+        run_sweep = functools.partial(
+            run_on_ray, address=address,
+            cpus_per_trial=1.0 if cpus_per_trial is None else cpus_per_trial,
+            gpus_per_trial=0.0 if gpus_per_trial is None else gpus_per_trial,
+        )
+    else:
+        from adastudy.backends.optuna import run_sweep as run_on_optuna
+
+        run_sweep = functools.partial(run_on_optuna, workers=workers)
 
     if as_json:
-        summary = run_sweep(study, spec_path, out=out, workers=workers)
+        summary = run_sweep(study, spec_path, out=out)
     else:
         bar = Progress(
             TextColumn(f"sweep {study.study.name}"), BarColumn(), MofNCompleteColumn(),
@@ -370,11 +399,15 @@ def sweep(
                 bar.update(task, completed=status.finished, total=status.planned)
                 live.update(Group(bar, _live_table(status, study.study)))
 
-            summary = run_sweep(study, spec_path, out=out, workers=workers, progress=update)
+            summary = run_sweep(study, spec_path, out=out, progress=update)
     for problem in summary.problems:  # plain lines: rich would wrap long paths
         typer.echo(f"warning: {problem}", err=True)
     resume = f"adastudy sweep {spec_path} --out {summary.run_dir}" + (
         f" --workers {workers}" if workers > 1 else "")
+    if backend == "ray":
+        resume += " --backend ray" + "".join(
+            f" {name} {value:g}" if isinstance(value, float) else f" {name} {value}"
+            for name, value in ray_options.items() if value is not None)
     if as_json:
         _print_leaderboard(summary.run_dir, as_json=True, extra={
             "run_dir": str(summary.run_dir), "planned": summary.planned,
