@@ -16,7 +16,9 @@ How the numbers are judged:
   and judging on the same numbers would flatter the tuned heads (winner's curse).
 - A claim tested on several parts (variants of the study, both AdaCos heads, both margin
   heads) is supported when every tested part supports it, not supported when any part
-  contradicts it, and inconclusive otherwise.
+  contradicts it, and inconclusive otherwise. A part whose runs lack the measurement the
+  claim needs (training too short to tighten the classes, too few logged windows) is
+  "not tested", with what to change.
 - Every threshold is a named constant below, with the reason for its value.
 """
 
@@ -392,6 +394,15 @@ def claim_c1(ev: Evidence) -> Verdict:
                 f"No swept scale caps P(0) below {P_SATURATED:g} at C = {C}{_in(variant)}: "
                 f"add a normface scale below {needed:.1f}.")))
             continue
+        theta_end = mean_interval(np.degrees(small.values("final_theta_med_rad")))
+        if theta_end.n and theta_end.mean >= FAR_ANGLE_DEG:
+            # A low P from runs whose samples never came near their centres says nothing
+            # about a cap at θ = 0: it may be poor training.
+            parts.append(("not tested", (
+                f"{small.label}{_in(variant)}: its runs ended with θ_med = "
+                f"{theta_end.mean:.0f}° ≥ {FAR_ANGLE_DEG:.0f}°, too far from the centres to "
+                "show a cap at θ = 0; train longer.")))
+            continue
         measured = mean_interval(small.values("final_p_target_mean"))
         numbers.update({
             f"C{_in(variant)}": C, f"smallest-cap configuration{_in(variant)}": small.label,
@@ -454,7 +465,7 @@ def claim_c2(ev: Evidence) -> Verdict:
             f"measured mean P while θ_med ≥ 45°{_in(variant)}": measured.text(3),
         })
         if measured.n == 0:
-            parts.append(("inconclusive", (
+            parts.append(("not tested", (
                 f"{large.label}{_in(variant)}: θ_med was below 45° at the first logged "
                 "window; log more often (train.log_every).")))
         elif not measured.known:
@@ -648,7 +659,7 @@ def claim_c6(ev: Evidence) -> Verdict:
                 drops.append(float(tight["s_current"].iloc[0] - tight["s_current"].iloc[-1]))
         where = f"adacos-dynamic{_in(variant)}"
         if not rhos:
-            parts.append(("inconclusive", (
+            parts.append(("not tested", (
                 f"{where}: fewer than {MIN_WINDOWS} logged windows with θ_med < 45°; "
                 "train longer or log more often.")))
             continue

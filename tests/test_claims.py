@@ -202,6 +202,15 @@ def test_c1_small_scale_probability(tmp_path, final_p, expected):
     assert "normface s=2" in verdict.reason
 
 
+def test_c1_needs_runs_that_tightened(tmp_path):
+    # P stayed low, but so far from the centres (θ_med 70°) that it says nothing of a cap.
+    records = [record("normface", 2.0, None, i, final_p=0.05) for i in range(3)]
+    for r in records:
+        r["metrics"]["final_theta_med_rad"] = math.radians(70.0)
+    verdict = claims.claim_c1(evidence(tmp_path, records))
+    assert verdict.verdict == "not tested" and "train longer" in verdict.reason
+
+
 def test_c1_without_a_small_scale_is_not_tested(tmp_path):
     verdict = claims.claim_c1(evidence(tmp_path, seeds("normface", 32.0, None)))
     assert verdict.verdict == "not tested" and "below" in verdict.reason
@@ -234,7 +243,8 @@ def test_c2_large_scale_probability_far_from_the_centre(tmp_path, p_far, expecte
 def test_c2_needs_a_window_before_theta_med_falls_below_45(tmp_path):
     records = [record("normface", 64.0, None, i, windows=windows([30, 20], [0.99, 0.99]))
                for i in range(3)]
-    assert claims.claim_c2(evidence(tmp_path, records)).verdict == "inconclusive"
+    verdict = claims.claim_c2(evidence(tmp_path, records))
+    assert verdict.verdict == "not tested" and "log_every" in verdict.reason
 
 
 def test_c3_is_analytic_and_needs_two_margins(tmp_path):
@@ -291,7 +301,20 @@ def test_c6_needs_windows_below_45_degrees(tmp_path):
     records = [record("adacos-dynamic", seed=i, windows=windows([80, 70, 60], [0.1] * 3,
                                                                 s=[6.0, 6.1, 6.2]))
                for i in range(3)]
-    assert claims.claim_c6(evidence(tmp_path, records)).verdict == "inconclusive"
+    assert claims.claim_c6(evidence(tmp_path, records)).verdict == "not tested"
+
+
+def test_a_part_without_the_measurement_does_not_hide_the_others(tmp_path):
+    # c20 never logged a window below 45°: not tested there; main decides the claim.
+    theta = [80, 60, 44, 40, 36, 33, 31, 30]
+    records = [record("adacos-dynamic", seed=i, windows=windows(
+        theta, [0.5] * len(theta), s=[6.0 + (t - 30) / 10 + i / 100 for t in theta]))
+        for i in range(3)]
+    records += [record("adacos-dynamic", seed=i, variant="c20", C=20,
+                       windows=windows([80, 70, 60], [0.1] * 3, s=[4.0, 4.1, 4.2]))
+                for i in range(3)]
+    verdict = claims.claim_c6(evidence(tmp_path, records))
+    assert verdict.verdict == "supported" and "[c20]" in verdict.reason
 
 
 @pytest.mark.parametrize(("ada_steps", "expected"), [
