@@ -11,7 +11,9 @@ import contextlib
 import datetime as dt
 import fcntl
 import os
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,14 @@ __all__ = [
     "SWEEP_LOCK",
     "WORKERS_LOCK",
     "RunFolderError",
+    "SweepStatus",
+    "SweepSummary",
     "hyperparameters",
     "now",
     "prepare_run_dir",
     "record_key",
     "run_lock",
+    "start_manifest",
     "trial_record",
     "waiting_lock",
 ]
@@ -39,6 +44,47 @@ WORKERS_LOCK = ".workers.lock"
 
 class RunFolderError(AdastudyError):
     """The run folder cannot be used: made from another spec, busy, or not writable."""
+
+
+@dataclass
+class SweepStatus:
+    """What a live view shows while a sweep runs."""
+
+    finished: int
+    planned: int
+    records: list[dict[str, Any]]  #: the store's records so far
+    running: list[str]  #: keys of the trials running now
+
+
+@dataclass
+class SweepSummary:
+    run_dir: Path
+    planned: int
+    finished: int
+    interrupted: bool
+    problems: list[str]
+
+
+def start_manifest(
+    run_dir: Path, spec: StudySpec, spec_path: Path, backend: str, run: dict[str, Any]
+) -> dict[str, Any]:
+    """Read (or begin) the run folder's manifest, record this machine's environment and
+    a new entry in `runs` (its start, the engine, `run`'s details, the command line),
+    write it, and return it for the engine to close with `ended_at`."""
+    manifest = store.read_manifest(run_dir) or {
+        "study": spec.study.name,
+        "spec_path": str(spec_path),
+        "spec_digest": spec.digest(),
+        "spec": spec.model_dump(mode="json"),
+        "backend": backend,
+        "started_at": now(),
+        "runs": [],
+    }
+    manifest["environment"] = store.environment()
+    manifest["runs"].append({"started_at": now(), "backend": backend, **run,
+                             "argv": sys.argv})
+    store.write_manifest(run_dir, manifest)
+    return manifest
 
 
 def now() -> str:

@@ -22,7 +22,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,14 @@ from adastudy import store
 from adastudy.backends import (
     SWEEP_LOCK,
     WORKERS_LOCK,
+    SweepStatus,
+    SweepSummary,
     hyperparameters,
     now,
     prepare_run_dir,
     record_key,
     run_lock,
+    start_manifest,
     trial_record,
     waiting_lock,
 )
@@ -50,25 +52,6 @@ STORAGE_NAME = "optuna.journal"
 _ASK_LOCK = ".ask.lock"
 #: Outcomes of trials that ended (a result), as opposed to ones whose process died.
 _FINAL_FAILURES = ("failed", "diverged")
-
-
-@dataclass
-class SweepStatus:
-    """What a live view shows while a sweep runs."""
-
-    finished: int
-    planned: int
-    records: list[dict[str, Any]]  #: the store's records so far
-    running: list[str]  #: keys of the trials running now
-
-
-@dataclass
-class SweepSummary:
-    run_dir: Path
-    planned: int
-    finished: int
-    interrupted: bool
-    problems: list[str]
 
 
 @functools.cache
@@ -358,18 +341,7 @@ def run_sweep(
     with run_lock(run_dir, SWEEP_LOCK):
         with run_lock(run_dir, WORKERS_LOCK):
             pass  # no worker of an earlier sweep is alive
-        manifest = store.read_manifest(run_dir) or {
-            "study": spec.study.name,
-            "spec_path": str(spec_path),
-            "spec_digest": spec.digest(),
-            "spec": spec.model_dump(mode="json"),
-            "backend": "optuna",
-            "started_at": now(),
-            "runs": [],
-        }
-        manifest["environment"] = store.environment()
-        manifest["runs"].append({"started_at": now(), "workers": workers, "argv": sys.argv})
-        store.write_manifest(run_dir, manifest)
+        manifest = start_manifest(run_dir, spec, spec_path, "optuna", {"workers": workers})
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         records, problems = store.read_trial_records(run_dir)

@@ -31,7 +31,6 @@ import math
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,13 +46,15 @@ from adastudy import store
 from adastudy.backends import (
     SWEEP_LOCK,
     WORKERS_LOCK,
+    SweepStatus,
+    SweepSummary,
     now,
     prepare_run_dir,
     record_key,
     run_lock,
+    start_manifest,
     trial_record,
 )
-from adastudy.backends.optuna import SweepStatus, SweepSummary
 from adastudy.errors import AdastudyError
 from adastudy.spec import Range, StudySpec, TrialSpec
 
@@ -695,23 +696,10 @@ def run_sweep(
         with run_lock(folder, SWEEP_LOCK):
             with run_lock(folder, WORKERS_LOCK):
                 pass  # no trial of an earlier sweep is alive
-            manifest = store.read_manifest(folder) or {
-                "study": spec.study.name,
-                "spec_path": str(spec_path),
-                "spec_digest": spec.digest(),
-                "spec": spec.model_dump(mode="json"),
-                "backend": "ray",
-                "started_at": now(),
-                "runs": [],
-            }
-            manifest["environment"] = store.environment()
-            manifest["runs"].append({
-                "started_at": now(), "backend": "ray", "ray": ray.__version__,
-                "address": where, "cluster": cluster,
+            manifest = start_manifest(folder, spec, spec_path, "ray", {
+                "ray": ray.__version__, "address": where, "cluster": cluster,
                 "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
-                "argv": sys.argv,
             })
-            store.write_manifest(folder, manifest)
 
             records, problems = store.read_trial_records(folder)
             interrupted = False
