@@ -200,9 +200,10 @@ def _roles(ev: Evidence, variant: str) -> list[tuple[str, Config]]:
         best = claims.pick_best(ev, fixed)
         if best is not None:
             out.append(("best", best))
-            column = (claims.SELECTION_METRIC if all(len(c.values(claims.SELECTION_METRIC))
-                                                     for c in fixed) else ev.metric)
-            worst = min(fixed, key=lambda c: float(c.values(column).mean())
+            by_validation = all(len(c.values(claims.SELECTION_METRIC)) for c in fixed)
+            column = claims.SELECTION_METRIC if by_validation else ev.metric
+            sign = 1.0 if by_validation else ev.sign  # validation accuracy: higher is better
+            worst = min(fixed, key=lambda c: sign * float(c.values(column).mean())
                         if len(c.values(column)) else math.inf)
             if worst is not best:
                 out.append(("worst", worst))
