@@ -40,6 +40,8 @@ from adastudy.errors import AdastudyError
 from adastudy.spec import MAIN_VARIANT
 
 __all__ = [
+    "atomic_write",
+    "atomic_write_text",
     "SERIES_FIXED_COLUMNS",
     "TRIALS_FIXED_COLUMNS",
     "TRIAL_STATES",
@@ -186,7 +188,7 @@ def _new_temp(path: Path) -> Path:
         return tmp
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Write `path` via `write(temp)` into a temp file in the same folder, fsync, rename.
 
     On any failure the temp file is removed and `path` is left as it was. The temp name
@@ -206,8 +208,9 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
-    return _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def atomic_write_text(path: Path, text: str) -> Path:
+    """`atomic_write` of a UTF-8 text."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _jsonable(value: Any) -> Any:
@@ -280,7 +283,7 @@ def write_trial_record(run_dir: Path, record: dict) -> Path:
     folder = run_dir / TRIALS_DIR
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        return _atomic_write_text(folder / f"{_slug(clean['key'])}.json", _dumps(clean))
+        return atomic_write_text(folder / f"{_slug(clean['key'])}.json", _dumps(clean))
     except OSError as e:
         raise StoreError(f"{folder}: cannot write the trial record ({e.strerror or e})") from e
 
@@ -429,7 +432,7 @@ def _build_tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    _atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False, engine="pyarrow"))
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False, engine="pyarrow"))
 
 
 def consolidate(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -510,7 +513,7 @@ def write_manifest(run_dir: Path, manifest: dict) -> Path:
         raise StoreError(f"{path}: the manifest is not JSON-serialisable ({e})") from e
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        return _atomic_write_text(path, text)
+        return atomic_write_text(path, text)
     except OSError as e:
         raise StoreError(f"{path}: cannot write ({e.strerror or e})") from e
 

@@ -18,13 +18,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
+from tiny_study import TINY, planned_keys, write_spec
 from typer.testing import CliRunner
 
 from adastudy import spec as specs
 from adastudy import store
 from adastudy.backends import optuna as optuna_backend
 from adastudy.backends import ray as ray_backend
-from adastudy.backends import record_key
 from adastudy.cli import app
 
 pytestmark = pytest.mark.ray
@@ -32,51 +32,9 @@ pytestmark = pytest.mark.ray
 SCRIPT = str(Path(sys.executable).parent / "adastudy")
 RAY = str(Path(sys.executable).parent / "ray")
 
-TINY = """
-[study]
-name = "tiny"
-seeds = [0, 1]
-
-[heads.cosface]
-s = [16.0, 32.0]
-m = [0.2]
-
-[heads.adacos-fixed]
-
-[data]
-identities = 20
-images_per_identity = 8
-eval_identities = 20
-eval_images_per_identity = 6
-val_pairs = 100
-test_pairs = 200
-distractors = 20
-feature_dim = 16
-
-[model]
-hidden = [32]
-embedding_dim = 16
-
-[train]
-epochs = {epochs}
-batch_size = 32
-lr = 0.05
-log_every = 5
-"""
-
 #: Columns that differ between two runs of the same trial (time, place, engine).
 RUN_COLUMNS = {"number", "wall_time_s", "train_time_s", "samples_per_s", "started_at",
                "finished_at", "worker"}
-
-
-def write_spec(tmp_path: Path, text: str = TINY, epochs: int = 1) -> Path:
-    path = tmp_path / "s.toml"
-    path.write_text(text.replace("{epochs}", str(epochs)))
-    return path
-
-
-def planned_keys(spec_path: Path) -> list[str]:
-    return sorted(record_key(t) for t in specs.load(spec_path).trials())
 
 
 def record_times(run_dir: Path) -> dict[str, str]:

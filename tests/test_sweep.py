@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from tiny_study import TINY, planned_keys, write_spec
 from typer.testing import CliRunner
 
 from adastudy import spec as specs
@@ -22,55 +23,10 @@ from adastudy.cli import app
 
 SCRIPT = str(Path(sys.executable).parent / "adastudy")
 
-TINY = """
-[study]
-name = "tiny"
-seeds = [0, 1]
-
-[heads.cosface]
-s = [16.0, 32.0]
-m = [0.2]
-
-[heads.adacos-fixed]
-
-[data]
-identities = 20
-images_per_identity = 8
-eval_identities = 20
-eval_images_per_identity = 6
-val_pairs = 100
-test_pairs = 200
-distractors = 20
-feature_dim = 16
-
-[model]
-hidden = [32]
-embedding_dim = 16
-
-[train]
-epochs = {epochs}
-batch_size = 32
-lr = 0.05
-log_every = 5
-"""
-
-
-def write_spec(tmp_path: Path, text: str = TINY, epochs: int = 1, name: str = "s.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(text.replace("{epochs}", str(epochs)))
-    return path
-
-
 def keys_of(run_dir: Path) -> list[str]:
     records, problems = store.read_trial_records(run_dir)
     assert problems == []
     return sorted(r["key"] for r in records)
-
-
-def planned_keys(spec_path: Path) -> list[str]:
-    from adastudy.backends import record_key
-
-    return sorted(record_key(t) for t in specs.load(spec_path).trials())
 
 
 def test_a_small_sweep_runs_every_point_and_seed_once(tmp_path):

@@ -32,6 +32,7 @@ __all__ = [
     "now",
     "prepare_run_dir",
     "record_key",
+    "finish_manifest",
     "run_lock",
     "start_manifest",
     "trial_record",
@@ -85,6 +86,14 @@ def start_manifest(
                              "argv": sys.argv})
     store.write_manifest(run_dir, manifest)
     return manifest
+
+
+def finish_manifest(run_dir: Path, manifest: dict[str, Any], interrupted: bool) -> None:
+    """Close the run that `start_manifest` began: its end, and whether it stopped early."""
+    manifest["runs"][-1]["ended_at"] = now()
+    manifest["runs"][-1]["interrupted"] = interrupted
+    manifest["ended_at"] = now()
+    store.write_manifest(run_dir, manifest)
 
 
 def now() -> str:

@@ -34,6 +34,7 @@ from adastudy.backends import (
     WORKERS_LOCK,
     SweepStatus,
     SweepSummary,
+    finish_manifest,
     hyperparameters,
     now,
     prepare_run_dir,
@@ -361,10 +362,7 @@ def run_sweep(
         finished = count(records)
         # Workers that stopped early (their Ctrl-C, a crash) leave points to resume.
         interrupted = interrupted or finished < planned
-        manifest["runs"][-1]["ended_at"] = now()
-        manifest["runs"][-1]["interrupted"] = interrupted
-        manifest["ended_at"] = now()
-        store.write_manifest(run_dir, manifest)
+        finish_manifest(run_dir, manifest, interrupted)
     return SweepSummary(run_dir, planned, finished, interrupted, problems)
 
 

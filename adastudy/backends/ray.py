@@ -48,6 +48,7 @@ from adastudy.backends import (
     WORKERS_LOCK,
     SweepStatus,
     SweepSummary,
+    finish_manifest,
     now,
     prepare_run_dir,
     record_key,
@@ -714,10 +715,7 @@ def run_sweep(
             store.consolidate(folder)
             finished = _finished(spec, plan, records)
             interrupted = interrupted or finished < planned
-            manifest["runs"][-1]["ended_at"] = now()
-            manifest["runs"][-1]["interrupted"] = interrupted
-            manifest["ended_at"] = now()
-            store.write_manifest(folder, manifest)
+            finish_manifest(folder, manifest, interrupted)
     return SweepSummary(run_dir, planned, finished, interrupted, problems)
 
 

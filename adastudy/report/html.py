@@ -9,15 +9,13 @@ and U+2029 written as ``\\uXXXX``: a study named ``</script><script>...`` stays 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from adastudy import store
 from adastudy.report import model
 from adastudy.report.interactive import plotly_figure
 
@@ -71,7 +69,7 @@ def write_html(report: model.Report, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "index.html"
-    _write_atomically(path, page)
+    store.atomic_write_text(path, page)
     return path
 
 
@@ -115,19 +113,6 @@ def _markup(text: str) -> Any:
     from markupsafe import Markup
 
     return Markup(text)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
 
 
 _CSS = """

@@ -8,13 +8,11 @@ written. The figures are PNGs drawn by `adastudy.report.static`.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
+from adastudy import store
 from adastudy.report import model
 from adastudy.report.static import save_png
 
@@ -82,7 +80,7 @@ def write_markdown(report: model.Report, out_dir: Path) -> Path:
     for figure in figures:
         save_png(figure, figures_dir / f"{figure.id}.png")
     path = out_dir / "report.md"
-    _write_atomically(path, render_markdown(report))
+    store.atomic_write_text(path, render_markdown(report))
     for png in figures_dir.glob("*.png"):  # nothing when the folder does not exist
         if FIGURE_ID.fullmatch(png.stem) and png.stem not in ids:
             png.unlink(missing_ok=True)
@@ -190,14 +188,3 @@ def _longest_backtick_run(text: str) -> int:
     return max((len(run) for run in re.findall("`+", text)), default=0)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise

@@ -7,15 +7,13 @@ pyplot's global state and the process-wide backend are left alone.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from adastudy import store
 from adastudy.report import model
 from adastudy.report.interactive import color_range, trace_colors
 
@@ -42,16 +40,7 @@ def save_png(fig: model.Figure, path: Path) -> Path:
     figure = _draw(fig)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format="png", dpi=DPI)
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+    store.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=DPI))
     return path
 
 
