@@ -34,7 +34,9 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "MAIN_VARIANT",
+    "METRIC_CHANCE",
     "STUDY_METRICS",
+    "ClaimsSection",
     "DataSpec",
     "HeadGrid",
     "Range",
@@ -47,6 +49,7 @@ __all__ = [
     "TrialSpec",
     "Variant",
     "load",
+    "metric_bounds",
     "parse",
 ]
 
@@ -153,6 +156,25 @@ STUDY_METRICS = (
 )
 
 
+#: What each final metric scores by chance: verification accuracy guesses half the pairs
+#: right; rank-1 identification and TAR at a small FAR find nothing. A run that diverged
+#: or failed enters the claims with this value (it is no better than a guess).
+METRIC_CHANCE: dict[str, float] = {
+    "verification_accuracy": 0.5, "val_accuracy": 0.5, "rank1": 0.0,
+    "tar_at_far_1e-02": 0.0, "tar_at_far_1e-03": 0.0,
+}
+
+#: Statistics of a trial that are shares or probabilities, whatever their prefix.
+_UNIT_INTERVAL = ("accuracy", "rank1", "tar_at_far", "p_target")
+
+
+def metric_bounds(name: str) -> tuple[float, float] | None:
+    """(0, 1) for a metric that is a share or a probability (accuracies, rank-1, TAR,
+    the target probability, with or without a `final_` prefix); None otherwise."""
+    bare = name.removeprefix("final_")
+    return (0.0, 1.0) if any(part in bare for part in _UNIT_INTERVAL) else None
+
+
 class StudySection(_Section):
     """`[study]`: what the sweep is called, its seeds, and what it ranks trials by."""
 
@@ -172,6 +194,21 @@ class StudySection(_Section):
         if self.metric not in STUDY_METRICS:
             raise ValueError(f"metric: must be one of {', '.join(STUDY_METRICS)}, "
                              f"got {self.metric!r}")
+        return self
+
+
+class ClaimsSection(_Section):
+    """`[claims]`: settings of the verdicts that must be fixed before the data are seen."""
+
+    #: C7: the θ_med level (degrees) whose first crossing counts as converged; one of
+    #: `train.theta_levels_deg`, so that every trial records it.
+    c7_level_deg: float = 45.0
+
+    @model_validator(mode="after")
+    def _check(self) -> ClaimsSection:
+        if not 0.0 < self.c7_level_deg < 90.0:
+            raise ValueError(f"c7_level_deg: must lie in (0, 90) degrees, "
+                             f"got {self.c7_level_deg:g}")
         return self
 
 
@@ -251,6 +288,7 @@ class StudySpec(_Section):
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     variants: dict[str, Variant] = {}
+    claims: ClaimsSection = ClaimsSection()
 
     @model_validator(mode="after")
     def _check_heads(self) -> StudySpec:
@@ -316,6 +354,19 @@ class StudySpec(_Section):
             self.variant_sections(name)  # the overrides must validate
         return self
 
+    @model_validator(mode="after")
+    def _check_claims(self) -> StudySpec:
+        level = self.claims.c7_level_deg
+        for name in self.variant_names():
+            levels = self.variant_sections(name)[2].theta_levels_deg
+            if level not in levels:
+                where = "train" if name == MAIN_VARIANT else f"variants.{name}.train"
+                raise ValueError(
+                    f"claims.c7_level_deg: {level:g} is not one of {where}.theta_levels_deg "
+                    f"({', '.join(f'{x:g}' for x in levels)}); add it there so that every "
+                    "trial records when θ_med first falls below it")
+        return self
+
     def variant_sections(self, name: str) -> tuple[DataSpec, ModelSpec, TrainSpec]:
         """The data, model and train sections of variant `name` (MAIN_VARIANT: the main
         sections; others: the main sections with the variant's overrides). Raises
@@ -343,6 +394,8 @@ class StudySpec(_Section):
         dumped = self.model_dump(mode="json")
         if not self.variants:  # specs written before variants existed keep their digest
             del dumped["variants"]
+        if self.claims == ClaimsSection():  # so do specs written before [claims]
+            del dumped["claims"]
         text = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -36,8 +36,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adastudy import stats
 from adastudy.errors import AdastudyError
-from adastudy.spec import MAIN_VARIANT
+from adastudy.spec import MAIN_VARIANT, metric_bounds
+
+#: The t quantile lives in `adastudy.stats`; the name stays here for older scripts.
+t975 = stats.t975
 
 __all__ = [
     "atomic_write",
@@ -82,6 +86,7 @@ _TRIALS_FIXED: dict[str, Any] = {
     "number": "Int64",
     "variant": _STR,
     "num_classes": "Int64",
+    "embedding_dim": "Int64",
     "head": _STR,
     "s": "float64",
     "m": "float64",
@@ -111,17 +116,6 @@ _SERIES_FIXED: dict[str, Any] = {
 }
 SERIES_FIXED_COLUMNS = tuple(_SERIES_FIXED)
 _CONFIG = ["variant", "head", "s", "m"]
-
-#: Two-sided 95 % Student-t quantiles t_{0.975, df}, used when scipy is absent; a df
-#: between the entries takes the next smaller one (a slightly wider, safe interval).
-_T975 = {
-    1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 6: 2.446912,
-    7: 2.364624, 8: 2.306004, 9: 2.262157, 10: 2.228139, 11: 2.200985, 12: 2.178813,
-    13: 2.160369, 14: 2.144787, 15: 2.131450, 16: 2.119905, 17: 2.109816, 18: 2.100922,
-    19: 2.093024, 20: 2.085963, 25: 2.059539, 30: 2.042272, 40: 2.021075, 60: 2.000298,
-    120: 1.979930,
-}
-
 
 # --------------------------------------------------------------------------- keys
 
@@ -603,32 +597,19 @@ def environment() -> dict:
 # --------------------------------------------------------------------- statistics
 
 
-def t975(df: float) -> float:
-    """t_{0.975, df}, the two-sided 95 % Student-t quantile: from scipy when installed,
-    else from a small table (rounding df down: a slightly wider interval)."""
-    try:
-        from scipy import stats
-
-        return float(stats.t.ppf(0.975, df))
-    except ImportError:
-        pass
-    usable = [d for d in _T975 if d <= df]
-    return _T975[max(usable)] if df <= 120 else 1.959964
-
-
-def _config_stats(values: np.ndarray, maximize: bool) -> dict[str, float]:
+def _config_stats(values: np.ndarray, maximize: bool,
+                  bounds: tuple[float, float] | None) -> dict[str, float]:
     n = len(values)
     nan = math.nan
     if n == 0:
         return {"n": 0, "mean": nan, "std": nan, "ci95_low": nan, "ci95_high": nan,
                 "best": nan, "worst": nan}
-    mean = float(np.mean(values))
+    interval = stats.mean_interval(values, bounds)
     std = float(np.std(values, ddof=1)) if n > 1 else nan
-    half = t975(n - 1) * std / math.sqrt(n) if n > 1 else nan
     best, worst = (np.max(values), np.min(values)) if maximize else (np.min(values),
                                                                        np.max(values))
-    return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half,
-            "ci95_high": mean + half, "best": float(best), "worst": float(worst)}
+    return {"n": n, "mean": interval.mean, "std": std, "ci95_low": interval.low,
+            "ci95_high": interval.high, "best": float(best), "worst": float(worst)}
 
 
 def leaderboard(trials: pd.DataFrame, metric: str, direction: str = "maximize") -> pd.DataFrame:
@@ -636,9 +617,11 @@ def leaderboard(trials: pd.DataFrame, metric: str, direction: str = "maximize") 
 
     Columns: variant ("main" for the main data), head, s, m, n (complete trials with a
     finite value), mean, std (ddof=1; NaN for n = 1), ci95_low / ci95_high
-    (mean ∓ t_{0.975, n-1} · std / √n; NaN for n < 2),
+    (the t-based 95 % interval of the mean, see `stats.mean_interval`; NaN for n < 2),
     best / worst (the best and the worst seed's value for `direction`), n_pruned,
-    n_failed, n_diverged. Only "complete" trials count towards the statistics. Sorted by
+    n_failed, n_diverged. Only "complete" trials count towards the statistics. A metric
+    that is a share (accuracies, rank-1, TAR: `spec.metric_bounds`) gets its interval on
+    the logit scale, so it stays inside [0, 1]. Sorted by
     mean, descending for "maximize" and ascending for "minimize" (ties by head, s, m);
     configurations without a complete value come last.
     """
@@ -651,6 +634,7 @@ def leaderboard(trials: pd.DataFrame, metric: str, direction: str = "maximize") 
             + (", ".join(available) or "none")
         )
     maximize = direction == "maximize"
+    bounds = metric_bounds(metric)
     rows = []
     if "variant" not in trials.columns:  # a table written before study variants
         trials = trials.assign(variant=MAIN_VARIANT)
@@ -662,7 +646,7 @@ def leaderboard(trials: pd.DataFrame, metric: str, direction: str = "maximize") 
         states = group["state"].value_counts()
         rows.append({
             "variant": variant, "head": head, "s": float(s), "m": float(m),
-            **_config_stats(values, maximize),
+            **_config_stats(values, maximize, bounds),
             **{f"n_{state}": int(states.get(state, 0)) for state in TRIAL_STATES[1:]},
         })
     columns = ["variant", "head", "s", "m", "n", "mean", "std", "ci95_low", "ci95_high",

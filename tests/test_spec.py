@@ -65,6 +65,14 @@ def test_digest_is_stable_and_changes_with_the_spec(tmp_path):
         ("[model]\nhidden = []\n",
          "x.toml: model.hidden: must be a non-empty list of integers >= 1"),
         ("[train]\nlr = \n", "x.toml: invalid TOML"),
+        ("[claims]\nc7_level_deg = 90\n",
+         "x.toml: claims.c7_level_deg: must lie in (0, 90) degrees, got 90"),
+        ("[claims]\nc7_level_deg = -5\n",
+         "x.toml: claims.c7_level_deg: must lie in (0, 90) degrees, got -5"),
+        ("[claims]\nc7_level_deg = 40\n",
+         "x.toml: claims.c7_level_deg: 40 is not one of train.theta_levels_deg (60, 45, 30); "
+         "add it there so that every trial records when θ_med first falls below it"),
+        ("[claims]\nlevel = 40\n", "x.toml: claims.level: unknown key"),
     ],
 )
 def test_errors_are_one_line_naming_file_and_key(tmp_path, text, expected):
@@ -158,10 +166,13 @@ def test_a_spec_without_variants_keeps_its_digest():
     study = specs.parse({"train": {"epochs": 3}})
     dumped = study.model_dump(mode="json")
     del dumped["variants"]
+    del dumped["claims"]  # nor before [claims]
     expected = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
     assert study.digest() == expected
     with_variant = specs.parse({"train": {"epochs": 3}, "variants": {"v": {}}})
     assert with_variant.digest() != study.digest()
+    with_level = specs.parse({"train": {"epochs": 3}, "claims": {"c7_level_deg": 30}})
+    assert with_level.digest() != study.digest()
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adastudy import store
+from adastudy import stats, store
 from adastudy.errors import AdastudyError
 from adastudy.store import (
     StoreError,
@@ -360,12 +360,15 @@ def test_leaderboard_statistics_by_hand(run_dir: Path) -> None:
     values = [0.90, 0.92, 0.97]
     mean = sum(values) / 3
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
-    half = T975_2 * std / math.sqrt(3)
+    # An accuracy: the t interval on the logit scale (delta method), mapped back.
+    half = T975_2 * std / math.sqrt(3) / (mean * (1 - mean))
+    centre = math.log(mean / (1 - mean))
     assert cos["n"] == 3
     assert cos["mean"] == pytest.approx(mean)
     assert cos["std"] == pytest.approx(std)
-    assert cos["ci95_low"] == pytest.approx(mean - half, rel=1e-6)
-    assert cos["ci95_high"] == pytest.approx(mean + half, rel=1e-6)
+    assert cos["ci95_low"] == pytest.approx(1 / (1 + math.exp(-(centre - half))), rel=1e-6)
+    assert cos["ci95_high"] == pytest.approx(1 / (1 + math.exp(-(centre + half))), rel=1e-6)
+    assert 0.0 < cos["ci95_low"] < mean < cos["ci95_high"] < 1.0
     assert (cos["best"], cos["worst"]) == (0.97, 0.90)
     assert (cos["n_pruned"], cos["n_failed"], cos["n_diverged"]) == (1, 0, 0)
     assert (cos["s"], cos["m"]) == (30.0, 0.35)
@@ -420,7 +423,7 @@ def test_leaderboard_t_quantile_without_scipy(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(builtins, "__import__", no_scipy)
     assert store.t975(2) == pytest.approx(T975_2)
-    assert store.t975(22) == store._T975[20]
+    assert store.t975(22) == stats._T975[20]
     assert store.t975(1000) == pytest.approx(1.96, abs=1e-3)
 
 

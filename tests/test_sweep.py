@@ -110,12 +110,15 @@ def test_sigkill_mid_sweep_then_rerun_finishes_each_point_once(tmp_path):
     assert keys_of(out) == planned_keys(spec_path)
     trials = pd.read_parquet(out / "trials.parquet")
     assert trials["key"].is_unique and set(trials["state"]) == {"complete"}
-    # The trial that was running at the kill is failed in Optuna and ran again.
+    # The trial that was running at the kill is failed in Optuna and ran again. The kill
+    # comes right after a record appears, so it can also fall between that record and
+    # Optuna's tell: then the trial is failed in Optuna but not run again (its record
+    # is the result), and Optuna counts one COMPLETE fewer.
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(out / "optuna.journal")))
     states = [t.state.name for t in optuna.load_study(study_name="tiny", storage=storage).trials]
-    assert states.count("COMPLETE") == 6
-    assert states.count("FAIL") <= 1
+    assert set(states) <= {"COMPLETE", "FAIL"} and states.count("FAIL") <= 1
+    assert states.count("COMPLETE") in (6, 6 - states.count("FAIL"))
 
 
 def test_a_median_pruner_prunes_a_lagging_trial(tmp_path):
@@ -161,6 +164,10 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_the_study_goes_on(tmp_pat
          "heads.adacos-fixed.s: adacos-fixed takes no s"),
         (("seeds = [0, 1]", "seedz = [0, 1]"), "study.seedz: unknown key"),
         (("seeds = [0, 1]", "seeds = [0, 0]"), "study.seeds: must not repeat"),
+        (("[data]", "[claims]\nc7_level_deg = 95\n\n[data]"),
+         "claims.c7_level_deg: must lie in (0, 90) degrees, got 95"),
+        (("[data]", "[claims]\nc7_level_deg = 40\n\n[data]"),
+         "claims.c7_level_deg: 40 is not one of train.theta_levels_deg (60, 45, 30)"),
     ],
 )
 def test_bad_specs_stop_with_one_line_and_leave_the_run_folder_alone(tmp_path, edit, needle):
