@@ -479,11 +479,8 @@ def report(
         built = content.build(run_dir)
         written = reports.write(built, out, formats)
     if as_json:
-        typer.echo(json.dumps(_json_safe({
-            "files": [str(p) for p in written],
-            "verdicts": [{"claim": v.claim_id, "verdict": v.verdict, "reason": v.reason,
-                          "numbers": v.numbers} for v in built.verdicts],
-        })))
+        typer.echo(json.dumps(_json_safe({"files": [str(p) for p in written],
+                                          **built.data})))
         return
     table = Table(title=f"verdicts on the AdaCos paper's claims ({run_dir})")
     for column in ("claim", "verdict", "why"):
@@ -492,7 +489,10 @@ def report(
         style = _VERDICT_STYLE[v.verdict]
         table.add_row(f"{v.claim_id}: {v.claim}", f"[{style}]{v.verdict}[/{style}]",
                       rich_escape(v.reason))
-    Console().print(table)
+    console = Console()
+    if built.answer is not None:
+        console.print(f"[bold]{rich_escape(built.answer.sentence)}[/bold]")
+    console.print(table)
     for path in written:
         typer.echo(f"wrote {path}")
 

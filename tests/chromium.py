@@ -52,6 +52,10 @@ PROBE = """<script>
                       traces: div.querySelectorAll("g.trace, g.hm").length});
       });
       seen.figures = figures;
+      // Every cell of the verdict matrix, with its width: none may collapse.
+      seen.matrixCells = Array.prototype.map.call(
+        document.querySelectorAll("table.verdict-matrix th, table.verdict-matrix td"),
+        function (cell) { return cell.getBoundingClientRect().width; });
       seen.resources = performance.getEntriesByType("resource").map(function (r) {
         return r.name;
       });
@@ -65,9 +69,10 @@ PROBE = """<script>
 </script>"""
 
 
-def run_chromium(args: list[str], user_data_dir: Path) -> subprocess.CompletedProcess[str]:
+def run_chromium(args: list[str], user_data_dir: Path, width: int = 1280
+                 ) -> subprocess.CompletedProcess[str]:
     """Headless Chromium with no network: every host is unresolvable and every request
-    goes to a proxy on a closed port."""
+    goes to a proxy on a closed port. `width`: of the window, in CSS pixels."""
     command = [
         CHROMIUM or "chromium",
         "--headless",
@@ -85,7 +90,7 @@ def run_chromium(args: list[str], user_data_dir: Path) -> subprocess.CompletedPr
         "--proxy-bypass-list=<-loopback>",
         "--host-resolver-rules=MAP * ~NOTFOUND",
         f"--user-data-dir={user_data_dir}",
-        "--window-size=1280,3000",
+        f"--window-size={width},3000",
         "--enable-logging=stderr",
         "--v=0",
         *args,
@@ -93,14 +98,15 @@ def run_chromium(args: list[str], user_data_dir: Path) -> subprocess.CompletedPr
     return subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
 
 
-def probe_page(page: Path, tmp_path: Path) -> tuple[dict, str]:
-    """Open a copy of `page` with the probe injected; what the probe saw, and stderr."""
+def probe_page(page: Path, tmp_path: Path, width: int = 1280) -> tuple[dict, str]:
+    """Open a copy of `page` with the probe injected (in a window `width` pixels wide);
+    what the probe saw, and stderr."""
     text = page.read_text(encoding="utf-8")
     probed = tmp_path / "probed.html"
     head = text.index("<head>") + len("<head>")
     probed.write_text(text[:head] + PROBE + text[head:], encoding="utf-8")
     result = run_chromium(["--virtual-time-budget=15000", "--dump-dom", probed.as_uri()],
-                          tmp_path / "profile-dom")
+                          tmp_path / "profile-dom", width)
     found = re.search(r'<pre id="probe-result">(.*?)</pre>', result.stdout, re.S)
     assert found, f"no probe result; stderr:\n{result.stderr[-3000:]}"
     return json.loads(html.unescape(found.group(1))), result.stderr

@@ -125,6 +125,23 @@ def test_report_command_writes_html_and_markdown(run_dir, tmp_path):
     payload = json.loads(result.stdout)
     assert sorted(Path(p).name for p in payload["files"]) == ["index.html", "report.md"]
     assert [v["claim"] for v in payload["verdicts"]] == list(claims.CLAIMS)
+    # The answer box's numbers, and every verdict's parts, for scripts.
+    answer = payload["answer"]
+    assert answer["sentence"].startswith("On this data (C = 20, D = 16)")
+    assert answer["adacos"]["head"] in ("adacos-fixed", "adacos-dynamic")
+    assert answer["tuned"]["head"] in ("normface", "cosface")
+    low, high = answer["difference"]["interval"]
+    assert low <= answer["difference"]["estimate"] <= high
+    assert {a["variant"] for a in answer["variants"]} == {"main", "c40"}
+    keys = {"head", "variant", "num_classes", "embedding_dim", "verdict", "estimate",
+            "interval", "n_runs", "n_diverged"}
+    parts = [p for v in payload["verdicts"] for p in v["parts"]]
+    assert parts and all(keys <= set(p) for p in parts)
+    c10 = next(v for v in payload["verdicts"] if v["claim"] == "C10")
+    assert {(p["head"], p["variant"]) for p in c10["parts"]} == {
+        ("adacos-fixed", "main"), ("adacos-dynamic", "main"), ("adacos-fixed", "c40")}
+    assert all(p["embedding_dim"] == 16 and p["n_runs"] == 2 for p in c10["parts"])
+    assert {p["num_classes"] for p in c10["parts"]} == {20, 40}
 
     markdown = (out / "report.md").read_text()
     links = re.findall(r"\]\((figures/[^)]+)\)", markdown)
@@ -209,6 +226,11 @@ def test_the_real_report_renders_offline_in_chromium(run_dir, tmp_path):
         assert figure["plotly"] and figure["svgWidth"] > 300 and figure["svgHeight"] > 200, \
             figure
         assert figure["traces"] > 0, figure
+    # At a 1,000 px window no column of the verdict matrix collapses.
+    (tmp_path / "narrow").mkdir()
+    narrow, _ = probe_page(out / "index.html", tmp_path / "narrow", width=1000)
+    assert len(narrow["matrixCells"]) > 30
+    assert min(narrow["matrixCells"]) >= 60, sorted(narrow["matrixCells"])[:5]
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "report-real-screenshot.png"
     screenshot.unlink(missing_ok=True)

@@ -158,6 +158,28 @@ def make_report() -> model.Report:
                                 rows=[["7", HOSTILE_HEAD, "failed", HOSTILE_ERROR]])],
         ),
     ]
+    chip = model.Chip
+    matrix = model.VerdictMatrix(
+        groups=[("C = 10, D = 16", 2), (f"C = 20 [{HOSTILE_HEAD}]", 1)],
+        columns=["adacos-fixed", HOSTILE_HEAD, "adacos-dynamic"],
+        rows=[
+            model.MatrixRow("C1", verdicts[0].claim, "supported", "analytic and measured",
+                            [[chip("supported", "P 0.22")], [], []]),
+            model.MatrixRow("C2", verdicts[1].claim, "not supported", "measured",
+                            [[chip("supported", "+0.004", "vs cosface", HOSTILE_ERROR),
+                              chip("not supported", "−0.030", "vs arcface")],
+                             [chip("inconclusive", HOSTILE_HEAD)], []]),
+            model.MatrixRow("C3", verdicts[2].claim, "inconclusive", "measured",
+                            [[], [], [chip("inconclusive", "ρ 0.40")]]),
+            model.MatrixRow("C4", verdicts[3].claim, "not tested", "measured",
+                            [[chip("not tested", "–")], [], []]),
+        ])
+    answer = model.AnswerBox(
+        sentence=f"On this data, untuned adacos-dynamic lost to {HOSTILE_HEAD} by 0.03.",
+        table=model.Table(["setting", "untuned AdaCos", "best tuned"],
+                          [["C = 10", "adacos-dynamic: 0.91", f"{HOSTILE_HEAD}: 0.94"]]),
+        notes=["Chosen on validation; " + HOSTILE_ERROR],
+        others=["At C = 20 it matched."])
     return model.Report(
         study=HOSTILE_STUDY,
         subtitle="synthetic features, C = 10, 3 seeds",
@@ -165,6 +187,8 @@ def make_report() -> model.Report:
         sections=sections,
         manifest={"study": HOSTILE_STUDY, "seeds": [0, 1, 2], "note": HOSTILE_ERROR,
                   "versions": {"torch": "2.13.0"}},
+        answer=answer,
+        matrix=matrix,
     )
 
 
@@ -283,10 +307,16 @@ def test_markdown_links_existing_pngs_and_escapes(tmp_path: Path, report: model.
             image.verify()
     assert "<script" not in text and "<img" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
-    # The verdict table comes first, then the sections in order, then the manifest.
-    order = [text.index(s) for s in ("| **C1** ", "Leaderboard per head", "Heatmaps",
+    # The answer comes first, then the verdict matrix, each claim's reasons, the sections
+    # in order, then the manifest.
+    order = [text.index(s) for s in ("## The answer", "| [**C1**](#claim-c1) ",
+                                     "### C1:", "Leaderboard per head", "Heatmaps",
                                      "Failed, diverged", "```json")]
     assert order == sorted(order)
+    # The matrix has a column per part, and a cell with two parts keeps both in its cell.
+    matrix_row = next(line for line in text.splitlines() if line.startswith("| [**C2**]"))
+    assert len(table_cells(matrix_row)) == 2 + 3
+    assert "🟢 vs cosface: +0.004<br>🔴 vs arcface: −0.030" in matrix_row
     # A pipe in a head name does not add a column, in any table.
     for table_text in re.findall(r"(?:^\|.*\|$\n?)+", text, flags=re.M):
         lines = table_text.strip().splitlines()
@@ -377,10 +407,15 @@ def test_html_is_self_contained_and_escaped(tmp_path: Path, report: model.Report
         assert f'href="#fig-{figure_id}"' in text
     for badge in ("supported", "not-supported", "inconclusive", "not-tested"):
         assert f"badge-{badge}" in ours
-    # Order: verdicts, sections in order, manifest.
-    order = [ours.index(s) for s in ('id="verdicts"', 'id="leaderboard"', 'id="heatmaps"',
+    # Order: the answer, the verdict matrix, each claim's reasons, sections, manifest.
+    order = [ours.index(s) for s in ('id="answer"', 'class="verdict-matrix"',
+                                     'id="claim-C1"', 'id="leaderboard"', 'id="heatmaps"',
                                      'id="failures"', 'id="manifest"')]
     assert order == sorted(order)
+    # The matrix: a header cell per setting spanning its heads, a chip per part.
+    assert '<th colspan="2" class="group">C = 10, D = 16</th>' in ours
+    assert ours.count('class="chip ') == 6
+    assert f"On this data, untuned adacos-dynamic lost to {HOSTILE_HEAD} by 0.03." in ours
     # The embedded figure JSON is escaped, and parses back to the plotly dict.
     blocks = re.findall(r'<script type="application/json"[^>]*>(.*?)</script>', ours, re.S)
     assert len(blocks) == 2
@@ -423,3 +458,23 @@ def test_html_renders_in_headless_chromium(tmp_path: Path, report: model.Report)
     assert screenshot.stat().st_size > 50_000
     with Image.open(screenshot) as image:
         assert image.size == (1280, 3000)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_no_verdict_matrix_column_collapses_at_1000_px(tmp_path: Path) -> None:
+    # Six settings × three heads: more columns than 1,000 px hold at their natural width
+    # next to the claims' text; the table scrolls instead of squeezing a column.
+    groups = [(f"C = {c}, D = 32 [variant-{c}]", 3) for c in (20, 100, 1000, 4000, 10000, 20000)]
+    heads = ["normface", "adacos-fixed", "adacos-dynamic"] * 6
+    row = model.MatrixRow("C7", "AdaCos converges faster (θ_med falls sooner) " * 3,
+                          "inconclusive", "measured",
+                          [[model.Chip("inconclusive", "+12 steps", "vs cosface")]
+                           for _ in heads])
+    report = model.Report(study="wide", subtitle="", verdicts=[], sections=[],
+                          matrix=model.VerdictMatrix(groups, heads, [row] * 10))
+    page = html_report.write_html(report, tmp_path / "wide")
+    seen, stderr = probe_page(page, tmp_path, width=1000)
+    assert_clean(seen, stderr)
+    assert len(seen["matrixCells"]) == 1 + 1 + 6 + 18 + 10 * (2 + 18)
+    assert min(seen["matrixCells"]) >= 60, sorted(seen["matrixCells"])[:5]

@@ -167,6 +167,7 @@ def trial_record(
         "number": number,
         "variant": trial.variant,
         "num_classes": _num_classes(trial),
+        "embedding_dim": trial.model.embedding_dim,
         "head": trial.head,
         "s": s,
         "m": m,

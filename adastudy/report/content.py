@@ -10,30 +10,35 @@ trials, the paper's reported figures. The run manifest closes the report.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from adastudy import claims, store, theory
+from adastudy import claims, stats, store, theory
 from adastudy.claims import Config, Evidence, Verdict
+from adastudy.claims import figures as fig
 from adastudy.report.model import (
+    AnswerBox,
+    Chip,
     Figure,
     Heatmap,
     HLine,
+    MatrixRow,
     Panel,
     Report,
     Section,
     Table,
     Trace,
+    VerdictMatrix,
     VerdictRow,
     VLine,
 )
 from adastudy.spec import MAIN_VARIANT
 
-__all__ = ["PAPER_RESULTS", "PAPER_BENCHMARKS", "build", "figure_id"]
+__all__ = ["PAPER_RESULTS", "PAPER_BENCHMARKS", "build", "figure_id", "summary"]
 
 #: The AdaCos paper's reported figures, each with where the value was checked. A report
 #: shows them beside the measured ones only when the study's data is that benchmark.
@@ -109,10 +114,16 @@ def _leaderboard_tables(ev: Evidence) -> list[Table]:
 # -- heatmaps ------------------------------------------------------------------------------
 
 
+def _outcomes(ev: Evidence, config: Config) -> np.ndarray:
+    """Every seed's value of the study's metric (a diverged run at chance), as the
+    claims count them."""
+    return np.array(list(config.outcomes(ev, ev.metric).values()), dtype="float64")
+
+
 def _adacos_means(ev: Evidence, variant: str) -> dict[str, float]:
     out = {}
     for head in theory.ADACOS_HEADS:
-        values = [c.values(ev.metric) for c in claims.configs(ev, variant, [head])]
+        values = [_outcomes(ev, c) for c in claims.configs(ev, variant, [head])]
         if values and len(values[0]):
             out[head] = float(values[0].mean())
     return out
@@ -123,24 +134,27 @@ def _heatmap_figure(ev: Evidence, variant: str) -> Figure | None:
     center = marks.get("adacos-dynamic", marks.get("adacos-fixed"))
     panels = []
     for head in theory.MARGIN_HEADS:
-        every = ev.of(variant, [head], complete=False)
-        if every.empty:
+        every = ev.of(variant, [head], states=store.TRIAL_STATES)
+        if every.empty or ev.metric not in every:
             continue
-        scales = sorted(set(claims._finite(every["s"])))
-        margins = sorted(set(claims._finite(every["m"])))
+        scales = sorted(set(stats.finite(every["s"])))
+        margins = sorted(set(stats.finite(every["m"])))
         if len(scales) * len(margins) < 2:
             continue
-        done = {(c.s, c.m): c.values(ev.metric) for c in claims.configs(ev, variant, [head])}
+        grid = {(c.s, c.m): c for c in claims.configs(ev, variant, [head])}
         z, text = [], []
         for m in margins:
             row_z, row_t = [], []
             for s in scales:
-                values = done.get((s, m), np.array([]))
+                config = grid.get((s, m))
+                values = _outcomes(ev, config) if config is not None else np.array([])
                 if len(values):
                     mean = float(values.mean())
                     row_z.append(mean)
+                    lost = config.n_diverged + config.n_failed
                     row_t.append(f"{mean:.3f}" + (f" ±{values.std(ddof=1):.3f}"
-                                                  if len(values) > 1 else ""))
+                                                  if len(values) > 1 else "")
+                                 + (f" ({lost} lost)" if lost else ""))
                 else:
                     states = every[(every["s"] == s) & (every["m"] == m)]["state"]
                     row_z.append(math.nan)
@@ -158,8 +172,9 @@ def _heatmap_figure(ev: Evidence, variant: str) -> Figure | None:
         return None
     adacos = ", ".join(f"{k} {v:.4f}" for k, v in marks.items()) or "no AdaCos run"
     return Figure(
-        figure_id("heatmaps", variant), f"{ev.metric} over (s, m){_in(variant)}", panels,
-        caption=(f"Mean over seeds in each cell (± the seeds' std). The colour scale is "
+        figure_id(fig.HEATMAPS, variant), f"{ev.metric} over (s, m){_in(variant)}", panels,
+        caption=(f"Mean over seeds in each cell (± the seeds' std); a seed that diverged or "
+                 "failed counts at the metric's chance value (\"lost\"). The colour scale is "
                  f"centred on AdaCos: blue cells beat it, red cells lose to it ({adacos}); "
                  "both AdaCos results are marked on the colour bar."))
 
@@ -194,18 +209,13 @@ def _roles(ev: Evidence, variant: str) -> list[tuple[str, Config]]:
     configurations (chosen on validation, like the claims)."""
     out = [(head, c) for head in theory.ADACOS_HEADS for c in claims.configs(ev, variant,
                                                                              [head])]
-    fixed = [c for c in claims.configs(ev, variant, claims.FIXED_HEADS)
-             if len(c.values(claims.SELECTION_METRIC)) or len(c.values(ev.metric))]
-    if fixed:
-        best = claims.pick_best(ev, fixed)
+    fixed = claims.configs(ev, variant, claims.FIXED_HEADS)
+    if fixed and claims.SELECTION_METRIC in ev.trials:
+        best = claims.pick_best(ev, fixed).config
+        worst = claims.pick_best(ev, fixed, worst=True).config
         if best is not None:
             out.append(("best", best))
-            by_validation = all(len(c.values(claims.SELECTION_METRIC)) for c in fixed)
-            column = claims.SELECTION_METRIC if by_validation else ev.metric
-            sign = 1.0 if by_validation else ev.sign  # validation accuracy: higher is better
-            worst = min(fixed, key=lambda c: sign * float(c.values(column).mean())
-                        if len(c.values(column)) else math.inf)
-            if worst is not best:
+            if worst is not None and worst is not best:
                 out.append(("worst", worst))
     return out
 
@@ -238,7 +248,7 @@ def _convergence_figure(ev: Evidence, variant: str) -> Figure | None:
                                 hlines=hlines))
     if not panels:
         return None
-    return Figure(figure_id("convergence", variant), f"Convergence{_in(variant)}", panels,
+    return Figure(figure_id(fig.CONVERGENCE, variant), f"Convergence{_in(variant)}", panels,
                   caption=("Mean over seeds at each logged step; the band spans the seeds' "
                            "minimum to maximum. Best and worst fixed configurations are "
                            "chosen on the validation pairs."))
@@ -257,7 +267,8 @@ def _ln_b_figure(ev: Evidence, variant: str) -> Figure | None:
         return None
     band = math.log(claims.B_FACTOR) / math.log(C - 1)
     return Figure(
-        figure_id("ln-b-ratio", variant), f"ln B_avg / ln(C − 1) over training{_in(variant)}",
+        figure_id(fig.LN_B_RATIO, variant),
+        f"ln B_avg / ln(C − 1) over training{_in(variant)}",
         [Panel(title=f"C = {C}", x_title="step", y_title="ln B_avg / ln(C − 1)",
                traces=traces, hlines=[HLine(1.0, "B = C − 1", dash="solid"),
                                       HLine(1 + band, f"B = {claims.B_FACTOR:g}(C − 1)"),
@@ -284,8 +295,8 @@ def _theory_figure(ev: Evidence) -> Figure | None:
     C = ev.num_classes(variant)
     if C is None or C <= 2:
         return None
-    every = ev.of(variant, claims.SCALE_HEADS, complete=False)
-    scales = sorted(set(claims._finite(every["s"]))) if len(every) else []
+    every = ev.of(variant, claims.SCALE_HEADS, states=store.TRIAL_STATES)
+    scales = sorted(set(stats.finite(every["s"]))) if len(every) else []
     s_f = theory.fixed_scale(C)
     left = [_p_curve(f"s = {s:g}", s, C, color=PALETTE[i % len(PALETTE)])
             for i, s in enumerate(scales)]
@@ -293,21 +304,21 @@ def _theory_figure(ev: Evidence) -> Figure | None:
     panels = [Panel(title=f"P(θ), no margin, C = {C}", x_title="θ (degrees)",
                     y_title="P(θ) of the true class", traces=left, y_range=(0.0, 1.02),
                     vlines=[VLine(45.0, "θ0 = π/4")])]
-    margin_runs = ev.of(variant, theory.MARGIN_HEADS, complete=False)
+    margin_runs = ev.of(variant, theory.MARGIN_HEADS, states=store.TRIAL_STATES)
     if len(margin_runs):
-        margin_scales = sorted(set(claims._finite(margin_runs["s"])))
+        margin_scales = sorted(set(stats.finite(margin_runs["s"])))
         s_m = margin_scales[len(margin_scales) // 2] if margin_scales else s_f
         right = [_p_curve("m = 0", s_m, C, color="#000000")]
         for head, dash in (("cosface", "solid"), ("arcface", "dash")):
-            margins = sorted(set(claims._finite(margin_runs.loc[margin_runs["head"] == head,
-                                                                "m"])))
+            margins = sorted(set(stats.finite(margin_runs.loc[margin_runs["head"] == head,
+                                                              "m"])))
             for i, m in enumerate(margins):
                 right.append(_p_curve(f"{head} m = {m:g}", s_m, C, m=m, head=head,
                                       dash=dash, color=PALETTE[i % len(PALETTE)]))
         panels.append(Panel(title=f"P(θ) with the swept margins, s = {s_m:g}",
                             x_title="θ (degrees)", y_title="P(θ)", traces=right,
                             y_range=(0.0, 1.02), vlines=[VLine(45.0, "θ0 = π/4")]))
-    return Figure("theory", f"Theory: P(θ) for this study's C = {C}", panels, caption=(
+    return Figure(fig.THEORY, f"Theory: P(θ) for this study's C = {C}", panels, caption=(
         "The paper's curve P(θ) = e^(s·t(cos θ)) / (e^(s·t(cos θ)) + C − 1), with B ≈ C − 1: "
         "the swept scales, the fixed AdaCos scale s_f = √2 ln(C − 1) (thick dashed), and "
         "the swept margins (claims C1-C3)."))
@@ -344,7 +355,7 @@ def _probability_figure(ev: Evidence, variant: str) -> Figure | None:
     if not traces:
         return None
     return Figure(
-        figure_id("probability", variant), f"Measured P against theory{_in(variant)}",
+        figure_id(fig.PROBABILITY, variant), f"Measured P against theory{_in(variant)}",
         [Panel(title=f"C = {C}", x_title="θ_med (degrees)", y_title="P",
                traces=traces, y_range=(0.0, 1.02),
                vlines=[VLine(claims.FAR_ANGLE_DEG, "45°")],
@@ -357,55 +368,65 @@ def _probability_figure(ev: Evidence, variant: str) -> Figure | None:
 
 def _scale_figure(ev: Evidence) -> Figure | None:
     traces, vlines = [], []
+    bounds = ev.bounds(ev.metric)
     for i, variant in enumerate(ev.variants()):
         C = ev.num_classes(variant)
-        sweep = [c for c in claims.configs(ev, variant, claims.SCALE_HEADS)
-                 if (c.head == "normface" or c.m == 0.0) and len(c.values(ev.metric))]
-        if C is None or C <= 2 or len({c.s for c in sweep}) < 2:
+        if ev.metric not in ev.trials:
+            break
+        sweep = [c for c in claims.scale_curve(ev, variant) if len(_outcomes(ev, c))]
+        if C is None or C <= 2 or len(sweep) < 2:
             continue
-        sweep.sort(key=lambda c: c.s)
         colour = PALETTE[i % len(PALETTE)]
-        stats = [claims.mean_interval(c.values(ev.metric)) for c in sweep]
+        boxes = [stats.mean_interval(_outcomes(ev, c), bounds) for c in sweep]
         traces.append(Trace(
-            name=f"C = {C}{_in(variant)}", x=[c.s for c in sweep], y=[s.mean for s in stats],
-            y_low=[s.low if s.known else s.mean for s in stats],
-            y_high=[s.high if s.known else s.mean for s in stats],
+            name=f"C = {C}{_in(variant)}", x=[c.s for c in sweep], y=[b.mean for b in boxes],
+            y_low=[b.low if b.known else b.mean for b in boxes],
+            y_high=[b.high if b.known else b.mean for b in boxes],
             mode="lines+markers", color=colour))
         vlines.append(VLine(theory.fixed_scale(C), f"s_f(C = {C}) = {theory.fixed_scale(C):.2f}",
                             dash="dash", color=colour))
     if not traces:
         return None
-    return Figure("scale-vs-classes", f"{ev.metric} against the fixed scale s, per C",
-                  [Panel(title="normface (m = 0)", x_title="s (log scale)",
+    return Figure(fig.SCALE_VS_CLASSES, f"{ev.metric} against the fixed scale s, per C",
+                  [Panel(title="no margin (normface)", x_title="s (log scale)",
                          y_title=f"mean {ev.metric}", traces=traces, vlines=vlines,
                          x_log=True)], columns=1,
-                  caption=("Claim C4: the band is the 95 % CI over seeds; dashed lines mark "
-                           "s_f = √2 ln(C − 1) for each C."))
+                  caption=("Claim C4: the band is the 95 % interval over seeds (diverged "
+                           "seeds at chance); dashed lines mark s_f = √2 ln(C − 1) for each "
+                           "C. s_f is near the best when adacos-fixed, or both grid scales "
+                           "around s_f, are within 0.005 of the best scale."))
 
 
 def _adacos_vs_tuned_figure(ev: Evidence, variant: str) -> Figure | None:
+    if ev.metric not in ev.trials:
+        return None
     names, means, lows, highs = [], [], [], []
     entries = [(head, claims.configs(ev, variant, [head])) for head in theory.ADACOS_HEADS]
-    entries += [(f"best {head}", [b] if (b := claims.best_config(ev, variant, [head])) else [])
-                for head in ("cosface", "arcface", "normface")]
+    for head in ("cosface", "arcface", "normface"):
+        grid = claims.configs(ev, variant, [head])
+        best = claims.pick_best(ev, grid).config if grid and \
+            claims.SELECTION_METRIC in ev.trials else None
+        entries.append((f"best {head}", [best] if best is not None else []))
     for name, found in entries:
-        if not found or not len(found[0].values(ev.metric)):
+        if not found or not len(_outcomes(ev, found[0])):
             continue
-        stats = claims.mean_interval(found[0].values(ev.metric))
+        box = stats.mean_interval(_outcomes(ev, found[0]), ev.bounds(ev.metric))
         names.append(name if name.startswith("adacos") else f"{name} ({found[0].label})")
-        means.append(stats.mean)
-        lows.append(stats.low if stats.known else stats.mean)
-        highs.append(stats.high if stats.known else stats.mean)
+        means.append(box.mean)
+        lows.append(box.low if box.known else box.mean)
+        highs.append(box.high if box.known else box.mean)
     if len(names) < 2:
         return None
     return Figure(
-        figure_id("adacos-vs-tuned", variant), f"AdaCos against the tuned heads{_in(variant)}",
-        [Panel(title=f"mean {ev.metric} with its 95 % CI over seeds", y_title=ev.metric,
+        figure_id(fig.ADACOS_VS_TUNED, variant),
+        f"AdaCos against the tuned heads{_in(variant)}",
+        [Panel(title=f"mean {ev.metric} with its 95 % interval over seeds", y_title=ev.metric,
                traces=[Trace(name=ev.metric, x=list(range(len(names))), x_labels=names,
                              y=means, y_low=lows, y_high=highs, mode="markers",
                              color=ROLE_COLOURS["best"])])],
         columns=1, caption=("Claim C9: each margin head's best configuration is chosen on "
-                            "the validation pairs, then compared on the test metric."))
+                            "the validation pairs, then compared on the test metric; every "
+                            "seed counts (a diverged one at the metric's chance value)."))
 
 
 # -- problems, paper, summary ---------------------------------------------------------------------
@@ -451,8 +472,98 @@ def _paper_section(manifest: dict[str, Any]) -> Section:
 def _verdict_rows(verdicts: list[Verdict], figures: set[str]) -> list[VerdictRow]:
     return [VerdictRow(v.claim_id, v.claim, v.verdict, v.reason,
                        {k: _num(val) for k, val in v.numbers.items()},
-                       v.figure if v.figure in figures else None)
+                       v.figure if v.figure in figures else None,
+                       parts=[p.text for p in v.parts], basis=v.basis, family=v.family,
+                       lead=v.lead)
             for v in verdicts]
+
+
+# How each claim's estimate reads in a cell of the verdict matrix.
+_CHIP_FORMAT: dict[str, Callable[[claims.Part], str]] = {
+    "C1": lambda p: f"P {p.estimate:.2f}",
+    "C2": lambda p: f"P {p.estimate:.2f}",
+    "C3": lambda p: f"−{p.estimate:.0f}°",
+    "C4": lambda p: f"{p.estimate:+.3f}",
+    "C5": lambda p: f"{p.estimate:.0%}",
+    "C6": lambda p: f"ρ {p.estimate:.2f}",
+    "C7": lambda p: f"{p.estimate:+.0f} steps",
+    "C8": lambda p: f"SD {p.estimate:.3f}",
+    "C9": lambda p: f"{p.estimate:+.3f}",
+    "C10": lambda p: f"{p.n_diverged}/{p.n_runs - p.n_failed}",
+}
+
+
+def _chip(claim_id: str, part: claims.Part) -> Chip:
+    text = "–"
+    if part.verdict != "not tested" and (claim_id == "C10" or math.isfinite(part.estimate)):
+        text = _CHIP_FORMAT[claim_id](part)
+    label = f"vs {part.versus.split()[0]}" if part.versus else ""
+    return Chip(part.verdict, text, label, part.text)
+
+
+def _matrix(ev: Evidence, verdicts: list[Verdict]) -> VerdictMatrix:
+    """Claims (rows) against parts (columns: a setting, then a head), every cell the
+    chips of the parts that claim has there."""
+    order = {v: i for i, v in enumerate(ev.variants())}
+    heads = {h: i for i, h in enumerate(theory.HEAD_NAMES)}
+    keys = sorted({(p.variant, p.head or "") for v in verdicts for p in v.parts},
+                  key=lambda k: (order.get(k[0], len(order)), heads.get(k[1], len(heads))))
+    groups: list[tuple[str, int]] = []
+    for variant, _ in keys:
+        label = ev.setting(variant) if variant in order else variant
+        if groups and groups[-1][0] == label:
+            groups[-1] = (label, groups[-1][1] + 1)
+        else:
+            groups.append((label, 1))
+    rows = []
+    for v in verdicts:
+        cells: list[list[Chip]] = [[] for _ in keys]
+        for part in v.parts:
+            cells[keys.index((part.variant, part.head or ""))].append(_chip(v.claim_id, part))
+        rows.append(MatrixRow(v.claim_id, v.claim, v.verdict, v.basis, cells))
+    return VerdictMatrix(groups, [head or "all heads" for _, head in keys], rows)
+
+
+def _interval(box: tuple[float, float] | None, digits: int = 4) -> str:
+    return "" if box is None else f" [{box[0]:.{digits}f}, {box[1]:.{digits}f}]"
+
+
+_MATCHES = {"supported": "yes", "not supported": "no", "inconclusive": "cannot tell",
+            "not tested": "not tested"}
+
+
+def _answer_box(ev: Evidence) -> AnswerBox | None:
+    found = claims.answers(ev)
+    if not found:
+        return None
+    headline = next((a for a in found if a.adacos is not None), found[0])
+    rows = []
+    for a in found:
+        if a.adacos is None or a.tuned is None:
+            continue
+        moved = ("-" if a.worst_tuned is None else
+                 f"{a.worst_tuned.mean:.4f} → {a.tuned.mean:.4f}")
+        diverged = ", ".join(f"{d['head']} {d['n_diverged']}/{d['n_runs']}"
+                             for d in a.divergence if d["n_diverged"]) or "none"
+        rows.append([a.setting, f"{a.adacos.label}: {a.adacos.mean:.4f}"
+                     f"{_interval(a.adacos.interval)}",
+                     f"{a.tuned.label}: {a.tuned.mean:.4f}{_interval(a.tuned.interval)}",
+                     f"{a.difference:+.4f}{_interval(a.difference_interval)}",
+                     _MATCHES[a.verdict], moved, diverged])
+    table = Table(["setting", "untuned AdaCos", "best tuned (chosen on validation)",
+                   "AdaCos − tuned", "matches?", "tuning moved", "diverged"], rows) \
+        if rows else None
+    notes = [
+        f"On {ev.metric} ({ev.direction}), the test pairs. Both the AdaCos head and the "
+        f"tuned configuration are chosen on the validation pairs ({claims.SELECTION_METRIC}),"
+        " then compared on the test pairs, paired over seeds; a seed that diverged or "
+        "failed counts at the metric's chance value.",
+        f"\"Matches\" (supported) means no worse than the tuned best by more than "
+        f"{claims.NEGLIGIBLE:g} with 95 % confidence; \"tuning moved\" is the worst against "
+        "the best tuned configuration, both chosen on validation.",
+    ]
+    return AnswerBox(headline.sentence, table, notes,
+                     [a.sentence for a in found if a is not headline])
 
 
 def _present(figures: Iterable[Figure | None]) -> list[Figure]:
@@ -460,15 +571,13 @@ def _present(figures: Iterable[Figure | None]) -> list[Figure]:
 
 
 def build(run_dir: Path) -> Report:
-    """The report of a run folder: its verdicts, sections and manifest."""
+    """The report of a run folder: its answer, verdicts, sections and manifest."""
     run_dir = Path(run_dir)
-    trials, series = store.load_tables(run_dir)
+    ev = Evidence.from_run(run_dir)
+    trials = ev.trials
     manifest = store.read_manifest(run_dir) or {}
     study = ((manifest.get("spec") or {}).get("study") or {})
-    ev = Evidence(trials, series, study.get("metric", "verification_accuracy"),
-                  study.get("direction", "maximize"))
-    verdicts = claims.evaluate_tables(trials, series, metric=ev.metric,
-                                      direction=ev.direction)
+    verdicts = claims.evaluate_evidence(ev)
     variants = ev.variants()
     sections = [
         Section("leaderboard", "Leaderboard per head", [
@@ -501,4 +610,17 @@ def build(run_dir: Path) -> Report:
                 f", metric {ev.metric} ({ev.direction}), run folder {run_dir}")
     return Report(study=str(study.get("name") or run_dir.name), subtitle=subtitle,
                   verdicts=_verdict_rows(verdicts, figures), sections=sections,
-                  manifest=manifest)
+                  manifest=manifest, answer=_answer_box(ev), matrix=_matrix(ev, verdicts),
+                  data=summary(ev, verdicts))
+
+
+def summary(ev: Evidence, verdicts: list[Verdict]) -> dict[str, Any]:
+    """What `adastudy report --json` prints besides the files: the answer box's numbers
+    and each verdict with its parts."""
+    return {
+        "answer": claims.answer(ev),
+        "verdicts": [{"claim": v.claim_id, "verdict": v.verdict, "reason": v.reason,
+                      "basis": v.basis, "numbers": v.numbers,
+                      "parts": [p.to_json() for p in v.parts]}
+                     for v in verdicts],
+    }

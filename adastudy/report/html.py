@@ -41,9 +41,12 @@ _JSON_ESCAPES = {
 def write_html(report: model.Report, out_dir: Path) -> Path:
     """Render ``report`` to ``out_dir/index.html`` (``out_dir`` is created when missing).
 
-    Content, in order: the study as title and the subtitle; the verdict table (claim,
-    verdict badge, reason, deciding numbers, link to the figure); each section (heading,
-    paragraphs, tables, figures with title and caption); the manifest as JSON.
+    Content, in order: the study as title and the subtitle; the answer box (the
+    sentence, its numbers, how they were chosen); the verdict matrix (a row per claim,
+    a column per part, each cell a coloured chip with its estimate); each claim's
+    reasons, collapsible (its parts, the family note, the deciding numbers, a link to
+    the figure); each section (heading, paragraphs, tables, figures with title and
+    caption); the manifest as JSON.
 
     The page is written under a temporary name and renamed into place. Returns its path.
 
@@ -141,8 +144,28 @@ table { border-collapse: collapse; width: 100%; font-size: 0.9rem; }
 th, td { border: 1px solid var(--border); padding: 6px 10px; text-align: left;
          vertical-align: top; overflow-wrap: anywhere; }
 th { background: #eef1f4; font-weight: 600; white-space: nowrap; }
-table.verdicts td:nth-child(2), table.verdicts td:nth-child(4) { white-space: nowrap; }
-table.verdicts td:first-child { min-width: 16em; }
+section.answer { background: #f3f8ff; border: 1px solid #b6d4fe; border-radius: 8px;
+                  padding: 4px 18px 10px; margin-top: 1em; }
+section.answer h2 { margin-top: 0.6em; border-bottom: none; }
+.answer-sentence { font-size: 1.08rem; font-weight: 600; }
+.answer-other { margin-left: 1em; }
+.note { color: var(--muted); font-size: 0.86rem; white-space: normal; }
+table.answer-table td { min-width: 5em; overflow-wrap: normal; }
+table.verdict-matrix th, table.verdict-matrix td { min-width: 76px; }
+table.verdict-matrix .claim-col { min-width: 15em; max-width: 22em; }
+table.verdict-matrix th.group { text-align: center; white-space: normal; }
+table.verdict-matrix th.head { font-weight: 500; font-size: 0.8rem; }
+td.part { white-space: nowrap; }
+.chip { display: block; margin: 1px 0; padding: 1px 7px; border-radius: 999px;
+        color: #fff; font-size: 0.78rem; font-variant-numeric: tabular-nums;
+        white-space: nowrap; text-align: center; }
+.chip-label { opacity: 0.85; font-size: 0.72rem; }
+.basis { color: var(--muted); font-size: 0.8rem; }
+details.claim { border: 1px solid var(--border); border-radius: 6px; padding: 6px 12px;
+                margin: 8px 0; }
+details.claim summary { cursor: pointer; }
+ul.parts { margin: 0.4em 0; padding-left: 1.4em; }
+ul.parts li { margin: 0.2em 0; overflow-wrap: anywhere; }
 tbody tr:nth-child(even) { background: var(--zebra); }
 td.cell { white-space: pre-wrap; }
 caption { caption-side: top; text-align: left; font-weight: 600;
@@ -213,6 +236,7 @@ _TEMPLATE = """<!DOCTYPE html>
 <p class="subtitle">{{ report.subtitle }}</p>
 {% endif %}
 <nav class="toc">
+{% if report.answer %}<a href="#answer">Answer</a>{% endif %}
 <a href="#verdicts">Verdicts</a>
 {% for section in report.sections %}
 <a href="#{{ section.id }}">{{ section.title }}</a>
@@ -221,19 +245,96 @@ _TEMPLATE = """<!DOCTYPE html>
 </nav>
 </header>
 
+{% if report.answer %}
+<section class="answer" id="answer">
+<h2>The answer</h2>
+<p class="answer-sentence">{{ report.answer.sentence }}</p>
+{% if report.answer.table %}
+<div class="table-wrap">
+<table class="answer-table">
+<thead><tr>
+{%- for column in report.answer.table.columns %}<th>{{ column }}</th>{% endfor -%}
+</tr></thead>
+<tbody>
+{% for row in report.answer.table.rows %}
+<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}
+</tbody>
+</table>
+</div>
+{% endif %}
+{% for sentence in report.answer.others %}
+<p class="answer-other">{{ sentence }}</p>
+{% endfor %}
+{% for note in report.answer.notes %}
+<p class="note">{{ note }}</p>
+{% endfor %}
+</section>
+{% endif %}
+
 <section>
 <h2 id="verdicts">Verdicts</h2>
-{% if report.verdicts %}
+{% if report.matrix and report.matrix.rows %}
 <div class="table-wrap">
-<table class="verdicts">
-<thead><tr><th>Claim</th><th>Verdict</th><th>Why</th><th>Figure</th></tr></thead>
+<table class="verdict-matrix">
+<thead>
+<tr><th rowspan="2" class="claim-col">Claim</th><th rowspan="2">Verdict</th>
+{% for label, span in report.matrix.groups %}
+<th colspan="{{ span }}" class="group">{{ label }}</th>
+{% endfor %}
+</tr>
+<tr>{% for head in report.matrix.columns %}<th class="head">{{ head }}</th>{% endfor %}</tr>
+</thead>
 <tbody>
-{% for row in report.verdicts %}
+{% for row in report.matrix.rows %}
 <tr>
-<td><strong>{{ row.claim_id }}</strong> {{ row.claim }}</td>
+<td class="claim-col"><a href="#claim-{{ row.claim_id }}"><strong>{{ row.claim_id }}</strong></a>
+{{ row.claim }}
+{%- if row.basis != "measured" %} <span class="basis">({{ row.basis }})</span>{% endif -%}
+</td>
 <td><span class="badge {{ verdict_class.get(row.verdict, 'badge-not-tested') }}">
 {{- row.verdict }}</span></td>
-<td><div class="reason">{{ row.reason }}</div>
+{% for cell in row.cells %}
+<td class="part">
+{%- for chip in cell -%}
+<span class="chip {{ verdict_class.get(chip.verdict, 'badge-not-tested') }}"
+ title="{{ chip.title }}">
+{%- if chip.label %}<span class="chip-label">{{ chip.label }}</span> {% endif -%}
+{{ chip.text }}</span>
+{%- endfor -%}
+</td>
+{% endfor %}
+</tr>
+{% endfor %}
+</tbody>
+</table>
+</div>
+<p class="note">Each cell is one part of a claim: a setting (C, embedding dimension D,
+variant) and a head, with its estimate; hover for the sentence. The parts of a claim form
+one family, Holm-corrected; the reasons follow.</p>
+{% endif %}
+{% if report.verdicts %}
+<h2 id="claims">The claims in detail</h2>
+{% for row in report.verdicts %}
+<details class="claim" id="claim-{{ row.claim_id }}"
+{%- if row.verdict != "not tested" %} open{% endif %}>
+<summary><strong>{{ row.claim_id }}</strong> {{ row.claim }}
+<span class="badge {{ verdict_class.get(row.verdict, 'badge-not-tested') }}">
+{{- row.verdict }}</span>
+{% if row.basis != "measured" %}<span class="basis">{{ row.basis }}</span>{% endif %}
+{%- if row.figure_id and row.figure_id in figure_ids %}
+ <a href="#fig-{{ row.figure_id }}">figure</a>{% endif %}
+</summary>
+{% if row.lead %}<p>{{ row.lead }}</p>{% endif %}
+{% if row.parts %}
+<ul class="parts">
+{% for part in row.parts %}<li>{{ part }}</li>
+{% endfor %}
+</ul>
+{% elif not row.lead %}
+<p>{{ row.reason }}</p>
+{% endif %}
+{% if row.family %}<p class="note">{{ row.family }}</p>{% endif %}
 {% if row.numbers %}
 <dl class="numbers">
 {% for key, value in row.numbers.items() %}
@@ -241,19 +342,8 @@ _TEMPLATE = """<!DOCTYPE html>
 {% endfor %}
 </dl>
 {% endif %}
-</td>
-<td>
-{%- if row.figure_id and row.figure_id in figure_ids -%}
-<a href="#fig-{{ row.figure_id }}">figure</a>
-{%- elif row.figure_id -%}
-{{ row.figure_id }}
-{%- endif -%}
-</td>
-</tr>
+</details>
 {% endfor %}
-</tbody>
-</table>
-</div>
 {% else %}
 <p>No claim was evaluated.</p>
 {% endif %}

@@ -53,7 +53,8 @@ _LIST_NUMBER = re.compile(r"^(\d+)([.)])")
 def write_markdown(report: model.Report, out_dir: Path) -> Path:
     """Render ``report`` to ``out_dir/report.md`` with its figures in ``out_dir/figures``.
 
-    Content, in order: title and subtitle; the verdict table; each section (heading,
+    Content, in order: title and subtitle; the answer box; the verdict matrix; each
+    claim's reasons (parts, family note, numbers); each section (heading,
     paragraphs, pipe tables, figures as ``![title](figures/<id>.png)`` with caption); the
     manifest in a ``json`` code block. PNGs left in ``figures/`` by an earlier report and
     not linked by this one are removed (only files named like a figure id, ``*.png``).
@@ -94,27 +95,20 @@ def render_markdown(report: model.Report) -> str:
     if report.subtitle:
         out += [md_paragraph(report.subtitle), ""]
 
+    if report.answer:
+        out += _answer(report.answer)
     out += ["## Verdicts", ""]
+    if report.matrix and report.matrix.rows:
+        out += _matrix(report.matrix)
+        out += ["*Each cell is one part of a claim: a setting (C, embedding dimension D, "
+                "variant) and a head, with its estimate. The parts of a claim form one "
+                "family, Holm-corrected; the reasons follow.*", ""]
     if report.verdicts:
-        rows = []
+        out += ["## The claims in detail", ""]
         for row in report.verdicts:
-            numbers = "<br>".join(f"{md_cell(k)}: {md_cell(v)}" for k, v in row.numbers.items())
-            if row.figure_id and row.figure_id in figure_ids:
-                link = f"[figure](#fig-{row.figure_id})"
-            else:
-                link = md_cell(row.figure_id or "")
-            mark = VERDICT_MARK.get(row.verdict, "⚪")
-            rows.append([
-                f"**{md_cell(row.claim_id)}** {md_cell(row.claim)}",
-                f"{mark} **{md_cell(row.verdict)}**",
-                md_cell(row.reason),
-                numbers,
-                link,
-            ])
-        out += _pipe_table(["Claim", "Verdict", "Reason", "Numbers", "Figure"], rows)
+            out += _claim_details(row, figure_ids)
     else:
-        out.append("No claim was evaluated.")
-    out.append("")
+        out += ["No claim was evaluated.", ""]
 
     for section in report.sections:
         out += [f"## {md_text(section.title)}", ""]
@@ -141,6 +135,65 @@ def render_markdown(report: model.Report) -> str:
     fence = "`" * max(3, _longest_backtick_run(manifest) + 1)  # a "```" inside cannot close it
     out += ["## Run manifest", "", f"{fence}json", manifest, fence, ""]
     return "\n".join(out)
+
+
+def _answer(box: model.AnswerBox) -> list[str]:
+    out = ["## The answer", "", f"> **{md_text(box.sentence)}**", ""]
+    if box.table:
+        out += _pipe_table([md_cell(c) for c in box.table.columns],
+                           [[md_cell(c) for c in row] for row in box.table.rows])
+        out.append("")
+    for sentence in box.others:
+        out += [f"- {md_text(sentence)}"]
+    if box.others:
+        out.append("")
+    for note in box.notes:
+        out += [f"*{md_text(note).strip()}*", ""]
+    return out
+
+
+def _matrix(matrix: model.VerdictMatrix) -> list[str]:
+    """The verdict matrix as a pipe table; a column's header names its setting and head
+    (pipe tables have one header row)."""
+    settings = [label for label, span in matrix.groups for _ in range(span)]
+    columns = ["Claim", "Verdict", *(f"{md_cell(head)}<br>{md_cell(setting)}"
+                                     for setting, head in zip(settings, matrix.columns,
+                                                              strict=True))]
+    rows = []
+    for row in matrix.rows:
+        basis = "" if row.basis == "measured" else f" ({md_cell(row.basis)})"
+        cells = []
+        for cell in row.cells:
+            cells.append("<br>".join(
+                f"{VERDICT_MARK.get(chip.verdict, '⚪')} "
+                + (f"{md_cell(chip.label)}: " if chip.label else "") + md_cell(chip.text)
+                for chip in cell) or " ")
+        rows.append([f"[**{md_cell(row.claim_id)}**](#claim-{row.claim_id.lower()}) "
+                     f"{md_cell(row.claim)}{basis}",
+                     f"{VERDICT_MARK.get(row.verdict, '⚪')} **{md_cell(row.verdict)}**",
+                     *cells])
+    return [*_pipe_table(columns, rows), ""]
+
+
+def _claim_details(row: model.VerdictRow, figure_ids: set[str]) -> list[str]:
+    mark = VERDICT_MARK.get(row.verdict, "⚪")
+    out = [f'<a id="claim-{row.claim_id.lower()}"></a>', "",
+           f"### {md_text(row.claim_id)}: {md_text(row.claim)}", "",
+           f"{mark} **{md_text(row.verdict)}**"
+           + ("" if row.basis == "measured" else f" ({md_text(row.basis)})")
+           + (f" · [figure](#fig-{row.figure_id})"
+              if row.figure_id and row.figure_id in figure_ids else ""), ""]
+    if row.lead:
+        out += [md_paragraph(row.lead), ""]
+    if row.parts:
+        out += [f"- {md_text(part)}" for part in row.parts] + [""]
+    elif not row.lead:
+        out += [md_paragraph(row.reason), ""]
+    if row.family:
+        out += [f"*{md_text(row.family).strip()}*", ""]
+    if row.numbers:
+        out += [f"- {md_text(k)}: {md_text(v)}" for k, v in row.numbers.items()] + [""]
+    return out
 
 
 def md_text(text: str) -> str:

@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Figure", "HLine", "Heatmap", "Panel", "Report", "Section", "Table", "Trace",
-           "VLine", "VerdictRow"]
+__all__ = ["AnswerBox", "Chip", "Figure", "HLine", "Heatmap", "MatrixRow", "Panel", "Report",
+           "Section", "Table", "Trace", "VLine", "VerdictMatrix", "VerdictRow"]
+
+Verdict = Literal["supported", "not supported", "inconclusive", "not tested"]
 
 
 @dataclass(frozen=True)
@@ -103,14 +105,63 @@ class Table:
 
 @dataclass(frozen=True)
 class VerdictRow:
-    """One claim's verdict, as the report shows it (see `adastudy.claims.Verdict`)."""
+    """One claim's verdict with its reasons, as the report shows it below the matrix
+    (see `adastudy.claims.Verdict`). `parts` are each part's sentence, `basis` says
+    whether the claim is an analytic check, `family` how its parts were combined."""
 
     claim_id: str
     claim: str
-    verdict: Literal["supported", "not supported", "inconclusive", "not tested"]
+    verdict: Verdict
     reason: str
     numbers: dict[str, str]
     figure_id: str | None = None
+    parts: list[str] = field(default_factory=list)
+    basis: str = "measured"
+    family: str = ""
+    lead: str = ""
+
+
+@dataclass(frozen=True)
+class Chip:
+    """One part's verdict in a cell of the verdict matrix: a coloured verdict with a
+    short estimate (`text`), `label` telling parts of one cell apart ("vs cosface"),
+    and `title` the part's whole sentence (shown on hover)."""
+
+    verdict: Verdict
+    text: str
+    label: str = ""
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class MatrixRow:
+    claim_id: str
+    claim: str
+    verdict: Verdict
+    basis: str
+    #: One list of chips per column of the matrix (empty: the claim has no part there).
+    cells: list[list[Chip]]
+
+
+@dataclass(frozen=True)
+class VerdictMatrix:
+    """Claims against parts: `groups` are the column groups (a setting: variant, C, D)
+    with how many columns each spans, `columns` the heads, in order."""
+
+    groups: list[tuple[str, int]]
+    columns: list[str]
+    rows: list[MatrixRow]
+
+
+@dataclass(frozen=True)
+class AnswerBox:
+    """The report's first words: the `sentence` that answers "must I tune s and m?",
+    the numbers behind it (`table`), and `notes` on how they were chosen."""
+
+    sentence: str
+    table: Table | None = None
+    notes: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -126,10 +177,16 @@ class Section:
 
 @dataclass(frozen=True)
 class Report:
-    """The whole report: the verdict table first, then the sections in order."""
+    """The whole report: the answer box, the verdict matrix, each claim's verdict with
+    its reasons, then the sections in order."""
 
     study: str
     subtitle: str
     verdicts: list[VerdictRow]
     sections: list[Section]
     manifest: dict[str, Any] = field(default_factory=dict)
+    answer: AnswerBox | None = None
+    matrix: VerdictMatrix | None = None
+    #: The answer's and the verdicts' numbers as plain JSON, for scripts
+    #: (`adastudy report --json`).
+    data: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,166 @@
+"""C7 and C10: how AdaCos trains: how fast θ_med falls, and whether it stays stable."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pandas as pd
+
+from adastudy import stats, theory
+from adastudy.claims import figures
+from adastudy.claims.evidence import Config, Evidence, configs, pick_best, where
+from adastudy.claims.registry import Outcome, Part, claim, make_part
+from adastudy.claims.thresholds import MAX_DIVERGENCE_RATE, MIN_SPEEDUP
+
+__all__ = ["FIXED_HEADS", "claim_c10", "claim_c7", "level_column"]
+
+FIXED_HEADS = ("normface", "cosface", "arcface")
+
+
+def level_column(level_deg: float) -> str:
+    """The trials-table column of the first step with θ_med below `level_deg`."""
+    return f"steps_to_theta_med_{level_deg:g}deg"
+
+
+def _times(config: Config, column: str, horizon: int) -> tuple[dict[int, float], int]:
+    """seed → steps to the level, and how many runs never reached it. A run that did
+    not reach it counts with the steps it trained (a diverged run with `horizon`, the
+    variant's longest run): a lower bound on its time, so a part with such a run is
+    never judged in its favour."""
+    times: dict[int, float] = {}
+    censored = 0
+    for run in config.runs.itertuples(index=False):
+        if run.state == "failed":
+            continue
+        value = getattr(run, column)
+        if pd.notna(value):
+            times[int(run.seed)] = float(value)
+            continue
+        censored += 1
+        trained = run.steps if run.state == "complete" and pd.notna(run.steps) else horizon
+        times[int(run.seed)] = float(trained)
+    return times, censored
+
+
+@claim("C7", "AdaCos converges faster (θ_med falls sooner)", figure=figures.CONVERGENCE)
+def claim_c7(ev: Evidence) -> Outcome:
+    """Steps until θ_med first falls below the level fixed before the data are seen
+    (`Evidence.c7_level_deg`, default 45°), for each AdaCos head against the best tuned
+    fixed-scale configuration (chosen on validation), paired over seeds: AdaCos is
+    faster when steps(AdaCos) − (1 − `MIN_SPEEDUP`) · steps(tuned) < 0 with confidence.
+    Runs that never reached the level count with the steps they trained (a lower bound):
+    such an AdaCos run forbids "supported", such a tuned run forbids "not supported"."""
+    level = ev.c7_level_deg
+    column = level_column(level)
+    if column not in ev.trials:
+        return Outcome([], untested=(
+            f"The trials did not record when θ_med first fell below {level:g}° ({column}): "
+            f"add {level:g} to train.theta_levels_deg, or set [claims] c7_level_deg to one of "
+            "the recorded levels."))
+    parts: list[Part] = []
+    numbers: dict = {}
+    for variant in ev.variants():
+        candidates = configs(ev, variant, FIXED_HEADS)
+        every = ev.of(variant, states=("complete",))
+        horizon = int(every["steps"].max()) if len(every) and every["steps"].notna().any() \
+            else 0
+        for head in theory.ADACOS_HEADS:
+            found = configs(ev, variant, [head])
+            if not found or not candidates:
+                continue
+            pick = pick_best(ev, candidates)
+            if pick.config is None:
+                parts.append(make_part(ev, variant, head, pick.problem or "",
+                                       fixed="not tested", runs=found[0]))
+                continue
+            best = pick.config
+            ada, ada_late = _times(found[0], column, horizon)
+            tuned, tuned_late = _times(best, column, horizon)
+            d = stats.difference(ada, tuned, b_factor=1.0 - MIN_SPEEDUP)
+            p_for = math.nan if ada_late else d.p_below(0.0)
+            p_against = math.nan if tuned_late else d.p_above(0.0)
+            late = "; ".join(t for t in (
+                f"{ada_late} {head} run(s) never reached it" if ada_late else "",
+                f"{tuned_late} tuned run(s) never reached it" if tuned_late else "") if t)
+            mean_ada = sum(ada.values()) / len(ada) if ada else math.nan
+            mean_tuned = sum(tuned.values()) / len(tuned) if tuned else math.nan
+            numbers[f"{head}{where(variant)}: steps to θ_med < {level:g}°, AdaCos / tuned"] = (
+                f"{mean_ada:.0f} / {mean_tuned:.0f}")
+            parts.append(make_part(ev, variant, head, (
+                f"steps to θ_med < {level:g}°: {mean_ada:.0f} against {mean_tuned:.0f} for "
+                f"{best.label} (chosen on validation); AdaCos − {1 - MIN_SPEEDUP:g} × tuned = "
+                f"{d.interval().text(1)} steps ({d.method}; faster by {MIN_SPEEDUP:.0%} "
+                f"means below 0)" + (f"; {late}" if late else "")),
+                estimate=d, threshold=0.0, supports="below", runs=found[0],
+                versus=best.label, p=(p_for, p_against)))
+    return Outcome(parts, numbers, untested=(
+        "Needs an AdaCos head and a fixed-scale head (normface, cosface or arcface) in the "
+        "same study."), lead=f"Level fixed before the data: θ_med < {level:g}°.")
+
+
+@claim("C10", "AdaCos training is stable", figure=None)
+def claim_c10(ev: Evidence) -> Outcome:
+    """Per AdaCos head and setting (variant: C and embedding dimension): any divergence
+    (a non-finite loss or an exploding s) contradicts stability there; with none, the
+    setting is stable when its runs bound the divergence rate below
+    `MAX_DIVERGENCE_RATE` (exact binomial, one-sided 97.5 %). adacos-fixed, whose scale
+    is constant and cannot run away, is the control. Failed runs (errors) are counted,
+    not judged; pruned runs do not count."""
+    parts: list[Part] = []
+    stable: list[str] = []
+    unstable: list[str] = []
+    numbers: dict = {}
+    for variant in ev.variants():
+        for head in theory.ADACOS_HEADS:
+            found = configs(ev, variant, [head])
+            if not found:
+                continue
+            config = found[0]
+            n = config.n_runs - config.n_failed
+            k = config.n_diverged
+            role = " (control: its scale is constant)" if head == "adacos-fixed" else ""
+            failed = f"; {config.n_failed} failed runs not judged" if config.n_failed else ""
+            if n == 0:
+                parts.append(make_part(ev, variant, head, f"every run failed{failed}",
+                                       fixed="not tested", runs=config))
+                continue
+            upper = stats.clopper_pearson_upper(k, n)
+            estimate = stats.TEstimate(k / n, math.nan, math.nan, n, method="exact binomial")
+            setting = ev.setting(variant)
+            if k:
+                bad = config.runs[config.runs["state"] == "diverged"]
+                reasons = sorted(set(bad["diverged_reason"].dropna().astype(str)))
+                steps = bad["diverged_step"].dropna()
+                if head == "adacos-dynamic":
+                    unstable.append(f"{setting} ({k} of {n})")
+                text = (f"{setting}{role}: {k} of {n} runs diverged "
+                        f"({'; '.join(reasons) or 'no reason recorded'}"
+                        + (f", from step {int(steps.min())}" if len(steps) else "") + ")")
+                part = make_part(ev, variant, head, text + failed, fixed="not supported",
+                                 runs=config)
+            else:
+                if head == "adacos-dynamic":
+                    stable.append(setting)
+                text = (f"{setting}{role}: none of {n} runs diverged; rate < {upper:.2f} "
+                        f"(97.5 %), stable means < {MAX_DIVERGENCE_RATE:g}")
+                part = make_part(ev, variant, head, text + failed, estimate=estimate,
+                                 runs=config, p=(stats.binomial_at_most(0, n, MAX_DIVERGENCE_RATE),
+                                                 math.nan))
+            parts.append(replace(part, interval=stats.clopper_pearson_interval(k, n),
+                                 threshold=MAX_DIVERGENCE_RATE))
+            numbers[f"{head}{where(variant)}: diverged"] = f"{k} of {n}"
+    others = ev.trials[ev.trials["head"].isin(FIXED_HEADS)
+                       & ev.trials["state"].isin(["complete", "diverged"])]
+    if len(others):
+        numbers["fixed-scale runs diverged"] = (f"{int((others['state'] == 'diverged').sum())} "
+                                                f"of {len(others)}")
+    lead = ""
+    if stable or unstable:
+        lead = ("Tested range of adacos-dynamic: "
+                + (f"no divergence at {'; '.join(stable)}" if stable else "")
+                + ("; " if stable and unstable else "")
+                + (f"diverged at {'; '.join(unstable)}" if unstable else "")
+                + ". Not tested beyond these settings.")
+    return Outcome(parts, numbers, untested="Needs AdaCos runs.", lead=lead)
+
