@@ -487,6 +487,7 @@ def test_c6_a_scale_that_ran_away_says_so_instead_of_asking_for_the_head(tmp_pat
     assert "ran away in 3 of 3 seeds" in verdict.reason
     assert "s = 45 at step 20 while θ_med = 89°" in verdict.reason
     assert "Needs [heads" not in verdict.reason
+    assert part(verdict, "adacos-dynamic").short == "ran away 3/3"
 
 
 def test_c6_needs_enough_windows_and_says_how_to_log_them(tmp_path):
@@ -547,6 +548,8 @@ def test_c7_a_run_that_never_reached_the_level_cannot_count_for_adacos(tmp_path)
     verdict = claims.claim_c7(evidence(tmp_path, records))
     assert verdict.verdict == "inconclusive", verdict.reason
     assert "1 adacos-dynamic run(s) never reached it" in verdict.reason
+    assert "≥ 14 against 51" in verdict.reason  # the censored mean is a lower bound
+    assert part(verdict, "adacos-dynamic").short == ""  # two of its three runs got there
 
 
 def test_c7_a_level_the_trials_did_not_record_is_not_tested(tmp_path):
@@ -720,3 +723,18 @@ def test_the_answer_says_what_follows(tmp_path):
     assert payload["adacos"]["n_diverged"] == 3 and payload["tuned"]["label"] == \
         "cosface s=16 m=0.25"
     assert payload["difference"]["interval"][0] <= payload["difference"]["estimate"]
+
+
+def test_a_key_error_on_a_field_the_tables_have_is_a_bug_and_shows(tmp_path):
+    from adastudy.claims.registry import claim
+
+    @claim("C99", "a claim whose code is wrong", figure=None)
+    def broken(ev):
+        return {}["verification_accuracy"]  # the column exists: this is a bug
+
+    try:
+        with pytest.raises(KeyError):
+            broken(evidence(tmp_path, tuned_grid()))
+    finally:
+        claims.REGISTRY.pop("C99")
+        claims.CLAIMS.pop("C99")

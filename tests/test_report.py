@@ -238,3 +238,28 @@ def test_the_real_report_renders_offline_in_chromium(run_dir, tmp_path):
                   f"--screenshot={screenshot}", (out / "index.html").as_uri()],
                  tmp_path / "profile-shot")
     assert screenshot.is_file() and screenshot.stat().st_size > 50_000
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_committed_worked_example_opens_with_the_answer_and_the_readme_matches_it():
+    markdown = (REPO / "reports" / "claims-cpu" / "report.md").read_text(encoding="utf-8")
+    page = (REPO / "reports" / "claims-cpu" / "index.html").read_text(encoding="utf-8")
+    assert markdown.index("## The answer") < markdown.index("## Verdicts") < \
+        markdown.index("## The claims in detail") < markdown.index("## Leaderboard")
+    assert page.index('id="answer"') < page.index('class="verdict-matrix"') < \
+        page.index('id="claim-C1"')
+    verdicts = dict(re.findall(r"^\| \[\*\*(C\d+)\*\*\].*? \| \S+ \*\*([a-z ]+)\*\* \|",
+                               markdown, flags=re.M))
+    assert list(verdicts) == list(claims.CLAIMS)
+    # The README's summary of the worked example says the same verdict for each claim.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    found = readme[readme.index("What it found:"):readme.index("What changed from")]
+    said: dict[str, str] = {}
+    for block in re.split(r"^- \*\*", found, flags=re.M)[1:]:
+        verdict = block.split(".**", 1)[0].lower()
+        for claim_id in re.findall(r"\((C\d+)\b", block) + re.findall(r"^  - (C\d+):", block,
+                                                                        flags=re.M):
+            said.setdefault(claim_id, verdict)
+    assert said == verdicts

@@ -158,7 +158,7 @@ def _one(ev: Evidence, variant: str) -> Answer | None:
                 + (f" Diverged: {', '.join(diverged)}." if diverged else " No run diverged."))
     return Answer(sentence=sentence, adacos=HeadResult.of(ev, ada),
                   tuned=HeadResult.of(ev, best),
-                  worst_tuned=None if worst is None else HeadResult.of(ev, worst),
+                  worst_tuned=None if worst is None or worst is best else HeadResult.of(ev, worst),
                   difference=diff.value, difference_interval=(box.low, box.high) if box.known
                   else None, difference_method=diff.method, verdict=verdict, **base)
 

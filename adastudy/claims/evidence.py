@@ -69,13 +69,18 @@ class Evidence:
         return 1.0 if self.direction == "maximize" else -1.0
 
     def variants(self) -> list[str]:
-        """The variants with trials, the main one first."""
+        """The variants with trials: the main one first, then by number of classes."""
         if self.trials.empty:
             return []
         if "variant" not in self.trials:
             return [MAIN_VARIANT]
         names = list(dict.fromkeys(self.trials["variant"].fillna(MAIN_VARIANT)))
-        return sorted(names, key=lambda v: (v != MAIN_VARIANT, v))
+
+        def order(v: str) -> tuple[bool, float, str]:
+            C = self.num_classes(v, required=False) if v != MAIN_VARIANT else None
+            return (v != MAIN_VARIANT, math.inf if C is None else C, v)
+
+        return sorted(names, key=order)
 
     def of(self, variant: str, heads: Iterable[str] | None = None,
            states: Iterable[str] = COUNTED_STATES) -> pd.DataFrame:

@@ -63,6 +63,9 @@ class Part:
     p_against_adjusted: float = math.nan
     #: A verdict the data fix without a test ("not tested", or a fact: a divergence).
     fixed: str | None = None
+    #: A few words for a table cell when the estimate alone would mislead ("ran away
+    #: 6/6", "never reached"); empty: the estimate speaks.
+    short: str = ""
 
     @property
     def where(self) -> str:
@@ -82,7 +85,7 @@ class Part:
             "threshold": number(self.threshold), "versus": self.versus,
             "n_runs": self.n_runs, "n_diverged": self.n_diverged, "n_failed": self.n_failed,
             "p_for": number(self.p_for_adjusted), "p_against": number(self.p_against_adjusted),
-            "method": self.method, "text": self.text,
+            "method": self.method, "text": self.text, "short": self.short,
         }
 
 
@@ -155,6 +158,8 @@ def claim(claim_id: str, text: str, *, figure: str | None, basis: Basis = "measu
                 outcome = function(ev)
             except (MissingField, KeyError) as missing:
                 name = missing.name if isinstance(missing, MissingField) else missing.args[0]
+                if isinstance(missing, KeyError) and _present(ev, name):
+                    raise  # not a field the records lack: a bug, and it must show
                 return Verdict(claim_id, "not tested", (
                     f"The run's records lack the field {name!r} that this claim needs "
                     "(a run written by an older adastudy, or a trial that did not log "
@@ -166,6 +171,11 @@ def claim(claim_id: str, text: str, *, figure: str | None, basis: Basis = "measu
         return judge
 
     return register
+
+
+def _present(ev: Evidence, name: Any) -> bool:
+    """Whether `name` is a column of the run's tables."""
+    return name in ev.trials.columns or name in ev.series.columns
 
 
 def make_part(

@@ -11,7 +11,7 @@ import numpy as np
 from adastudy import stats, theory
 from adastudy.claims import figures
 from adastudy.claims.curve import margin_free
-from adastudy.claims.evidence import Config, Evidence, configs, pick_best, where
+from adastudy.claims.evidence import Config, Evidence, MissingField, configs, pick_best, where
 from adastudy.claims.registry import Outcome, Part, claim, make_part
 from adastudy.claims.thresholds import (
     B_FACTOR,
@@ -168,7 +168,7 @@ def claim_c5(ev: Evidence) -> Outcome:
                 if windows.empty:
                     continue
                 if "ln_b_avg" not in windows:
-                    raise KeyError("ln_b_avg")
+                    raise MissingField("ln_b_avg", "series")
                 gap = windows["ln_b_avg"] - math.log(C - 1)
                 shares.append(float((gap.abs() <= tolerance).mean()))  # NaN, inf: outside
                 log_ratios.extend(gap.tolist())
@@ -240,7 +240,7 @@ def claim_c6(ev: Evidence) -> Outcome:
             if windows.empty:
                 continue
             if "s_current" not in windows:
-                raise KeyError("s")
+                raise MissingField("s_current", "series")
             problem = _runaway(ev, run, windows, s_f)
             if problem:
                 runaways.append(problem)
@@ -263,6 +263,7 @@ def claim_c6(ev: Evidence) -> Outcome:
                 f"s ran away in {len(runaways)} of {config.n_runs} seeds instead of following "
                 f"θ_med ({'; '.join(runaways[:3])}{' …' if len(runaways) > 3 else ''})"),
                 fixed="not supported", runs=config))
+            parts[-1] = replace(parts[-1], short=f"ran away {len(runaways)}/{config.n_runs}")
             continue
         if not rhos:
             most = max((n for n, _ in spans), default=0)

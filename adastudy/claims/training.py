@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 
 import pandas as pd
@@ -30,17 +31,24 @@ def _times(config: Config, column: str, horizon: int) -> tuple[dict[int, float],
     never judged in its favour."""
     times: dict[int, float] = {}
     censored = 0
-    for run in config.runs.itertuples(index=False):
-        if run.state == "failed":
+    for run in config.runs.to_dict(orient="records"):  # a level like 37.5 is no identifier
+        if run["state"] == "failed":
             continue
-        value = getattr(run, column)
-        if pd.notna(value):
-            times[int(run.seed)] = float(value)
+        if pd.notna(run[column]):
+            times[int(run["seed"])] = float(run[column])
             continue
         censored += 1
-        trained = run.steps if run.state == "complete" and pd.notna(run.steps) else horizon
-        times[int(run.seed)] = float(trained)
+        complete = run["state"] == "complete" and pd.notna(run["steps"])
+        times[int(run["seed"])] = float(run["steps"] if complete else horizon)
     return times, censored
+
+
+def _mean_steps(times: dict[int, float], censored: int) -> str:
+    """"41", or "≥ 1250" when runs that never reached the level make it a lower bound."""
+    if not times:
+        return "n/a"
+    mean = f"{sum(times.values()) / len(times):.0f}"
+    return f"≥ {mean}" if censored else mean
 
 
 @claim("C7", "AdaCos converges faster (θ_med falls sooner)", figure=figures.CONVERGENCE)
@@ -83,17 +91,22 @@ def claim_c7(ev: Evidence) -> Outcome:
             late = "; ".join(t for t in (
                 f"{ada_late} {head} run(s) never reached it" if ada_late else "",
                 f"{tuned_late} tuned run(s) never reached it" if tuned_late else "") if t)
-            mean_ada = sum(ada.values()) / len(ada) if ada else math.nan
-            mean_tuned = sum(tuned.values()) / len(tuned) if tuned else math.nan
+            mean_ada = _mean_steps(ada, ada_late)
+            mean_tuned = _mean_steps(tuned, tuned_late)
             numbers[f"{head}{where(variant)}: steps to θ_med < {level:g}°, AdaCos / tuned"] = (
-                f"{mean_ada:.0f} / {mean_tuned:.0f}")
+                f"{mean_ada} / {mean_tuned}")
+            never = {(True, True): "neither reached it", (True, False): "AdaCos never did",
+                     (False, True): "tuned never did", (False, False): ""}[
+                (bool(ada) and len(ada) == ada_late, bool(tuned) and len(tuned) == tuned_late)]
             parts.append(make_part(ev, variant, head, (
-                f"steps to θ_med < {level:g}°: {mean_ada:.0f} against {mean_tuned:.0f} for "
+                f"steps to θ_med < {level:g}°: {mean_ada} against {mean_tuned} for "
                 f"{best.label} (chosen on validation); AdaCos − {1 - MIN_SPEEDUP:g} × tuned = "
                 f"{d.interval().text(1)} steps ({d.method}; faster by {MIN_SPEEDUP:.0%} "
                 f"means below 0)" + (f"; {late}" if late else "")),
                 estimate=d, threshold=0.0, supports="below", runs=found[0],
                 versus=best.label, p=(p_for, p_against)))
+            if never:  # a side none of whose runs got there: its steps are only a bound
+                parts[-1] = replace(parts[-1], short=never)
     return Outcome(parts, numbers, untested=(
         "Needs an AdaCos head and a fixed-scale head (normface, cosface or arcface) in the "
         "same study."), lead=f"Level fixed before the data: θ_med < {level:g}°.")
@@ -130,15 +143,17 @@ def claim_c10(ev: Evidence) -> Outcome:
             setting = ev.setting(variant)
             if k:
                 bad = config.runs[config.runs["state"] == "diverged"]
-                reasons = sorted(set(bad["diverged_reason"].dropna().astype(str)))
+                # One reason each, without the value it diverged at ("(s = 1.1e4)").
+                reasons = sorted({re.sub(r" \(s = [^)]*\)", "", r)
+                                  for r in bad["diverged_reason"].dropna().astype(str)})
                 steps = bad["diverged_step"].dropna()
                 if head == "adacos-dynamic":
                     unstable.append(f"{setting} ({k} of {n})")
                 text = (f"{setting}{role}: {k} of {n} runs diverged "
                         f"({'; '.join(reasons) or 'no reason recorded'}"
                         + (f", from step {int(steps.min())}" if len(steps) else "") + ")")
-                part = make_part(ev, variant, head, text + failed, fixed="not supported",
-                                 runs=config)
+                part = make_part(ev, variant, head, text + failed, estimate=estimate,
+                                 fixed="not supported", runs=config)
             else:
                 if head == "adacos-dynamic":
                     stable.append(setting)

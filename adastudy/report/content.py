@@ -486,7 +486,7 @@ _CHIP_FORMAT: dict[str, Callable[[claims.Part], str]] = {
     "C4": lambda p: f"{p.estimate:+.3f}",
     "C5": lambda p: f"{p.estimate:.0%}",
     "C6": lambda p: f"ρ {p.estimate:.2f}",
-    "C7": lambda p: f"{p.estimate:+.0f} steps",
+    "C7": lambda p: f"{int(round(p.estimate)):+d} steps",
     "C8": lambda p: f"SD {p.estimate:.3f}",
     "C9": lambda p: f"{p.estimate:+.3f}",
     "C10": lambda p: f"{p.n_diverged}/{p.n_runs - p.n_failed}",
@@ -495,9 +495,13 @@ _CHIP_FORMAT: dict[str, Callable[[claims.Part], str]] = {
 
 def _chip(claim_id: str, part: claims.Part) -> Chip:
     text = "–"
-    if part.verdict != "not tested" and (claim_id == "C10" or math.isfinite(part.estimate)):
+    if part.short:
+        text = part.short
+    elif part.verdict != "not tested" and (claim_id == "C10" or math.isfinite(part.estimate)):
         text = _CHIP_FORMAT[claim_id](part)
     label = f"vs {part.versus.split()[0]}" if part.versus else ""
+    if claim_id == "C4" and part.versus and " " in part.versus:
+        label = f"vs best {part.versus.split(' ', 1)[1]}"  # the best scale: "vs best s=8"
     return Chip(part.verdict, text, label, part.text)
 
 
