@@ -167,3 +167,23 @@ def test_rank_and_partial_correlations():
     assert abs(stats.partial_correlation(schedule, theta, step)) < 0.5
     # A residual at rounding level is no signal.
     assert math.isnan(stats.partial_correlation(1.0 + step**2, theta, step))
+
+
+def test_the_bootstrap_is_seeded_paired_by_seed_and_agrees_with_its_p_values():
+    seed_effect = {0: 0.80, 1: 0.90, 2: 0.95, 3: 0.85, 4: 0.88, 5: 0.92}
+    better = {k: v + 0.01 + (0.002 if k % 2 else -0.002) for k, v in seed_effect.items()}
+
+    def diff(groups):
+        return float(groups[0].mean() - groups[1].mean())
+
+    first = stats.bootstrap([better, seed_effect], diff)
+    again = stats.bootstrap([better, seed_effect], diff)
+    assert first.interval() == again.interval()  # the same data, the same interval
+    box = first.interval()
+    assert first.value == pytest.approx(0.01)
+    # Paired by seed: the resamples keep each seed's pair, so the spread is the pairs'.
+    assert 0.007 <= box.low < box.high <= 0.013
+    assert first.p_above(0.0) < stats.ALPHA and first.p_below(0.0) > 0.5
+    unpaired = stats.bootstrap([better, {k + 10: v for k, v in seed_effect.items()}], diff)
+    assert unpaired.interval().low < 0.0 < unpaired.interval().high
+    assert math.isnan(stats.bootstrap([{0: 1.0}, {0: 2.0}], diff).p_above(0.0))

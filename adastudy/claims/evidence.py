@@ -110,11 +110,12 @@ class Evidence:
             return int(df["embedding_dim"].dropna().iloc[0])
         return self.embedding_dims.get(variant)
 
-    def setting(self, variant: str) -> str:
-        """"C = 100, D = 64 [c100]": what a part was measured on."""
+    def setting(self, variant: str, tag: bool = True) -> str:
+        """"C = 100, D = 64 [c100]" (without " [c100]" unless `tag`): what a part was
+        measured on."""
         C, D = self.num_classes(variant, required=False), self.embedding_dim(variant)
         text = ", ".join(t for t in (f"C = {C}" if C else "", f"D = {D}" if D else "") if t)
-        return f"{text}{where(variant)}" if text else variant
+        return (f"{text}{where(variant) if tag else ''}" if text else variant)
 
     def column(self, name: str) -> pd.Series:
         """A column of the trials table; MissingField when the records lack it."""

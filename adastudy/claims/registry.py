@@ -227,7 +227,9 @@ def decide(claim_id: str, outcome: Outcome, figure: str | None, basis: Basis) ->
     tested = [i for i, p in enumerate(outcome.parts) if p.fixed != "not tested"]
     adjusted_for = stats.holm([outcome.parts[i].p_for for i in tested])
     adjusted_against = stats.holm([outcome.parts[i].p_against for i in tested])
-    k = sum(1 for i in tested if math.isfinite(outcome.parts[i].p_for))
+    # The size of each family (a part without a p-value ran no test).
+    k = (sum(1 for i in tested if math.isfinite(outcome.parts[i].p_for)),
+         sum(1 for i in tested if math.isfinite(outcome.parts[i].p_against)))
     parts = list(outcome.parts)
     for j, i in enumerate(tested):
         part = parts[i]
@@ -257,14 +259,15 @@ def decide(claim_id: str, outcome: Outcome, figure: str | None, basis: Basis) ->
                    figure, tuple(parts), basis, lead)
 
 
-def _with_verdict(part: Part, verdict: str, p_for: float, p_against: float, k: int) -> str:
-    """The part's text with its verdict, and the p-values when Holm changed it."""
+def _with_verdict(part: Part, verdict: str, p_for: float, p_against: float,
+                  k: tuple[int, int]) -> str:
+    """The part's text with its verdict, and the p-values when Holm changed it (`k`:
+    the sizes of the two families, for and against)."""
     text = f"{part.where}: {part.text} ({verdict}"
-    if part.fixed is None and k > 1:
-        raw_verdict = stats.judge(part.p_for, part.p_against)
-        if raw_verdict != verdict:
-            raw = part.p_for if raw_verdict == "supported" else part.p_against
-            adjusted = p_for if raw_verdict == "supported" else p_against
-            text += (f"; p = {raw:.3g} alone would pass, {adjusted:.3g} after Holm over "
-                     f"{k} parts does not")
+    raw_verdict = stats.judge(part.p_for, part.p_against)
+    if part.fixed is None and raw_verdict != verdict:
+        side = raw_verdict == "supported"
+        raw, adjusted = (part.p_for, p_for) if side else (part.p_against, p_against)
+        text += (f"; p = {raw:.3g} alone would pass, {adjusted:.3g} after Holm over "
+                 f"{k[0] if side else k[1]} parts does not")
     return text + ")."

@@ -140,7 +140,7 @@ def claim_c10(ev: Evidence) -> Outcome:
                 continue
             upper = stats.clopper_pearson_upper(k, n)
             estimate = stats.TEstimate(k / n, math.nan, math.nan, n, method="exact binomial")
-            setting = ev.setting(variant)
+            setting, bare = ev.setting(variant), ev.setting(variant, tag=False)
             if k:
                 bad = config.runs[config.runs["state"] == "diverged"]
                 # One reason each, without the value it diverged at ("(s = 1.1e4)").
@@ -149,7 +149,7 @@ def claim_c10(ev: Evidence) -> Outcome:
                 steps = bad["diverged_step"].dropna()
                 if head == "adacos-dynamic":
                     unstable.append(f"{setting} ({k} of {n})")
-                text = (f"{setting}{role}: {k} of {n} runs diverged "
+                text = (f"{bare}{role}: {k} of {n} runs diverged "
                         f"({'; '.join(reasons) or 'no reason recorded'}"
                         + (f", from step {int(steps.min())}" if len(steps) else "") + ")")
                 part = make_part(ev, variant, head, text + failed, estimate=estimate,
@@ -157,7 +157,7 @@ def claim_c10(ev: Evidence) -> Outcome:
             else:
                 if head == "adacos-dynamic":
                     stable.append(setting)
-                text = (f"{setting}{role}: none of {n} runs diverged; rate < {upper:.2f} "
+                text = (f"{bare}{role}: none of {n} runs diverged; rate < {upper:.2f} "
                         f"(97.5 %), stable means < {MAX_DIVERGENCE_RATE:g}")
                 part = make_part(ev, variant, head, text + failed, estimate=estimate,
                                  runs=config, p=(stats.binomial_at_most(0, n, MAX_DIVERGENCE_RATE),
