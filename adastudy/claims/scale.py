@@ -23,12 +23,9 @@ from adastudy.claims.thresholds import (
     RUNAWAY_FACTOR,
     TREND_DEGREE,
 )
+from adastudy.claims.tuning import versus_best
 
 __all__ = ["claim_c4", "claim_c5", "claim_c6", "scale_curve"]
-
-
-def _signed(outcomes: dict[int, float], sign: float) -> dict[int, float]:
-    return {k: sign * v for k, v in outcomes.items()}
 
 
 def scale_curve(ev: Evidence, variant: str) -> list[Config]:
@@ -38,13 +35,6 @@ def scale_curve(ev: Evidence, variant: str) -> list[Config]:
     for c in sorted(margin_free(ev, variant), key=lambda c: (c.head != "normface", -c.n_runs)):
         by_scale.setdefault(c.s, c)
     return [by_scale[s] for s in sorted(by_scale)]
-
-
-def _near_best(ev: Evidence, config: Config, best: Config) -> stats.TEstimate:
-    """metric(config) − metric(best), for better-is-positive, paired over seeds."""
-    return stats.difference(_signed(config.outcomes(ev, ev.metric), ev.sign),
-                            _signed(best.outcomes(ev, ev.metric), ev.sign),
-                            bounds=ev.bounds(ev.metric))
 
 
 @claim("C4", "s_f = √2 ln(C−1) is near the best fixed scale, for any number of classes C",
@@ -86,7 +76,7 @@ def claim_c4(ev: Evidence) -> Outcome:
         tested.add(C)
         near, far, unsure = [], [], []
         for c in curve:
-            d = _near_best(ev, c, best)
+            d = versus_best(ev, c, best)
             if c is best or d.p_above(-NEGLIGIBLE) < stats.ALPHA:
                 near.append(c.s)
             elif d.p_below(-NEGLIGIBLE) < stats.ALPHA:
@@ -96,14 +86,14 @@ def claim_c4(ev: Evidence) -> Outcome:
         fixed = configs(ev, variant, ["adacos-fixed"])
         if fixed:
             reference = fixed[0]
-            estimate = _near_best(ev, reference, best)
+            estimate = versus_best(ev, reference, best)
             p_for = estimate.p_above(-NEGLIGIBLE)
             p_against = estimate.p_below(-NEGLIGIBLE)
             how = f"adacos-fixed (s = s_f) − best = {estimate.interval().text(4)}"
             runs: list[Config] = [reference]
         else:
             lower, upper = below[-1], above[0]
-            sides = [(_near_best(ev, c, best), c) for c in (lower, upper)]
+            sides = [(versus_best(ev, c, best), c) for c in (lower, upper)]
             # Both neighbours must be near-best (or both far): an intersection-union test.
             p_for = max(d.p_above(-NEGLIGIBLE) for d, _ in sides)
             p_against = max(d.p_below(-NEGLIGIBLE) for d, _ in sides)

@@ -1,7 +1,8 @@
 """From a run folder to a `Report`: the verdicts, the tables and the figures' data.
 
 Nothing here draws or writes: the figures are described (`model.Figure`) and the
-renderers (`html`, `markdown`) draw them. Sections, in order: leaderboards, heatmaps of
+renderers (`html`, `markdown`) draw them; what the report says of the claims (the
+answer box, the verdict matrix, the reasons) comes from `verdicts`. Sections, in order: leaderboards, heatmaps of
 the metric over (s, m), convergence curves, the theory panel, measured P(θ), ln B_avg,
 s against C (claim C4), AdaCos against the tuned heads, the failed / diverged / pruned
 trials, the paper's reported figures. The run manifest closes the report.
@@ -10,7 +11,7 @@ trials, the paper's reported figures. The run manifest closes the report.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +19,29 @@ import numpy as np
 import pandas as pd
 
 from adastudy import claims, stats, store, theory
-from adastudy.claims import Config, Evidence, Verdict
+from adastudy.claims import Config, Evidence
 from adastudy.claims import figures as fig
 from adastudy.report.model import (
-    AnswerBox,
-    Chip,
     Figure,
     Heatmap,
     HLine,
-    MatrixRow,
     Panel,
     Report,
     Section,
     Table,
     Trace,
-    VerdictMatrix,
-    VerdictRow,
     VLine,
+)
+from adastudy.report.verdicts import (
+    answer_box,
+    fmt_number,
+    summary,
+    verdict_matrix,
+    verdict_rows,
 )
 from adastudy.spec import MAIN_VARIANT
 
-__all__ = ["PAPER_RESULTS", "PAPER_BENCHMARKS", "build", "figure_id", "summary"]
+__all__ = ["PAPER_RESULTS", "PAPER_BENCHMARKS", "build", "figure_id"]
 
 #: The AdaCos paper's reported figures, each with where the value was checked. A report
 #: shows them beside the measured ones only when the study's data is that benchmark.
@@ -70,16 +73,6 @@ def figure_id(base: str, variant: str) -> str:
     return base if variant == MAIN_VARIANT else f"{base}-{variant}"
 
 
-def _num(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.{digits}g}"
-    return str(value)
-
-
 def _in(variant: str) -> str:
     return "" if variant == MAIN_VARIANT else f" [{variant}]"
 
@@ -101,7 +94,7 @@ def _leaderboard_tables(ev: Evidence) -> list[Table]:
                   else f"{row['ci95_low']:.4f} – {row['ci95_high']:.4f}")
             other = ", ".join(f"{row[k]} {k.removeprefix('n_')}"
                               for k in ("n_pruned", "n_failed", "n_diverged") if row[k])
-            cells.append([_num(row["s"]), _num(row["m"]), str(row["n"]),
+            cells.append([fmt_number(row["s"]), fmt_number(row["m"]), str(row["n"]),
                           "-" if not math.isfinite(row["mean"]) else f"{row['mean']:.4f}",
                           "-" if not math.isfinite(row["std"]) else f"{row['std']:.4f}",
                           ci, other or "-"])
@@ -469,107 +462,6 @@ def _paper_section(manifest: dict[str, Any]) -> Section:
         ["benchmark", "metric", "head", "reported", "setting", "provenance"], rows)])
 
 
-def _verdict_rows(verdicts: list[Verdict], figures: set[str]) -> list[VerdictRow]:
-    return [VerdictRow(v.claim_id, v.claim, v.verdict, v.reason,
-                       {k: _num(val) for k, val in v.numbers.items()},
-                       v.figure if v.figure in figures else None,
-                       parts=[p.text for p in v.parts], basis=v.basis, family=v.family,
-                       lead=v.lead)
-            for v in verdicts]
-
-
-# How each claim's estimate reads in a cell of the verdict matrix.
-_CHIP_FORMAT: dict[str, Callable[[claims.Part], str]] = {
-    "C1": lambda p: f"P {p.estimate:.2f}",
-    "C2": lambda p: f"P {p.estimate:.2f}",
-    "C3": lambda p: f"−{p.estimate:.0f}°",
-    "C4": lambda p: f"{p.estimate:+.3f}",
-    "C5": lambda p: f"{p.estimate:.0%}",
-    "C6": lambda p: f"ρ {p.estimate:.2f}",
-    "C7": lambda p: f"{int(round(p.estimate)):+d} steps",
-    "C8": lambda p: f"SD {p.estimate:.3f}",
-    "C9": lambda p: f"{p.estimate:+.3f}",
-    "C10": lambda p: f"{p.n_diverged}/{p.n_runs - p.n_failed}",
-}
-
-
-def _chip(claim_id: str, part: claims.Part) -> Chip:
-    text = "–"
-    if part.short:
-        text = part.short
-    elif part.verdict != "not tested" and (claim_id == "C10" or math.isfinite(part.estimate)):
-        text = _CHIP_FORMAT[claim_id](part)
-    label = f"vs {part.versus.split()[0]}" if part.versus else ""
-    if claim_id == "C4" and part.versus and " " in part.versus:
-        label = f"vs best {part.versus.split(' ', 1)[1]}"  # the best scale: "vs best s=8"
-    return Chip(part.verdict, text, label, part.text)
-
-
-def _matrix(ev: Evidence, verdicts: list[Verdict]) -> VerdictMatrix:
-    """Claims (rows) against parts (columns: a setting, then a head), every cell the
-    chips of the parts that claim has there."""
-    order = {v: i for i, v in enumerate(ev.variants())}
-    heads = {h: i for i, h in enumerate(theory.HEAD_NAMES)}
-    keys = sorted({(p.variant, p.head or "") for v in verdicts for p in v.parts},
-                  key=lambda k: (order.get(k[0], len(order)), heads.get(k[1], len(heads))))
-    groups: list[tuple[str, int]] = []
-    for variant, _ in keys:
-        label = ev.setting(variant) if variant in order else variant
-        if groups and groups[-1][0] == label:
-            groups[-1] = (label, groups[-1][1] + 1)
-        else:
-            groups.append((label, 1))
-    rows = []
-    for v in verdicts:
-        cells: list[list[Chip]] = [[] for _ in keys]
-        for part in v.parts:
-            cells[keys.index((part.variant, part.head or ""))].append(_chip(v.claim_id, part))
-        rows.append(MatrixRow(v.claim_id, v.claim, v.verdict, v.basis, cells))
-    return VerdictMatrix(groups, [head or "all heads" for _, head in keys], rows)
-
-
-def _interval(box: tuple[float, float] | None, digits: int = 4) -> str:
-    return "" if box is None else f" [{box[0]:.{digits}f}, {box[1]:.{digits}f}]"
-
-
-_MATCHES = {"supported": "yes", "not supported": "no", "inconclusive": "cannot tell",
-            "not tested": "not tested"}
-
-
-def _answer_box(ev: Evidence) -> AnswerBox | None:
-    found = claims.answers(ev)
-    if not found:
-        return None
-    headline = next((a for a in found if a.adacos is not None), found[0])
-    rows = []
-    for a in found:
-        if a.adacos is None or a.tuned is None:
-            continue
-        moved = ("-" if a.worst_tuned is None else
-                 f"{a.worst_tuned.mean:.4f} → {a.tuned.mean:.4f}")
-        diverged = ", ".join(f"{d['head']} {d['n_diverged']}/{d['n_runs']}"
-                             for d in a.divergence if d["n_diverged"]) or "none"
-        rows.append([a.setting, f"{a.adacos.label}: {a.adacos.mean:.4f}"
-                     f"{_interval(a.adacos.interval)}",
-                     f"{a.tuned.label}: {a.tuned.mean:.4f}{_interval(a.tuned.interval)}",
-                     f"{a.difference:+.4f}{_interval(a.difference_interval)}",
-                     _MATCHES[a.verdict], moved, diverged])
-    table = Table(["setting", "untuned AdaCos", "best tuned (chosen on validation)",
-                   "AdaCos − tuned", "matches?", "tuning moved", "diverged"], rows) \
-        if rows else None
-    notes = [
-        f"On {ev.metric} ({ev.direction}), the test pairs. Both the AdaCos head and the "
-        f"tuned configuration are chosen on the validation pairs ({claims.SELECTION_METRIC}),"
-        " then compared on the test pairs, paired over seeds; a seed that diverged or "
-        "failed counts at the metric's chance value.",
-        f"\"Matches\" (supported) means no worse than the tuned best by more than "
-        f"{claims.NEGLIGIBLE:g} with 95 % confidence; \"tuning moved\" is the worst against "
-        "the best tuned configuration, both chosen on validation.",
-    ]
-    return AnswerBox(headline.sentence, table, notes,
-                     [a.sentence for a in found if a is not headline])
-
-
 def _present(figures: Iterable[Figure | None]) -> list[Figure]:
     return [f for f in figures if f is not None]
 
@@ -613,18 +505,7 @@ def build(run_dir: Path) -> Report:
     subtitle = (f"{len(trials)} trials ({', '.join(f'{n} {k}' for k, n in counts.items())})"
                 f", metric {ev.metric} ({ev.direction}), run folder {run_dir}")
     return Report(study=str(study.get("name") or run_dir.name), subtitle=subtitle,
-                  verdicts=_verdict_rows(verdicts, figures), sections=sections,
-                  manifest=manifest, answer=_answer_box(ev), matrix=_matrix(ev, verdicts),
+                  verdicts=verdict_rows(verdicts, figures), sections=sections,
+                  manifest=manifest, answer=answer_box(ev), matrix=verdict_matrix(ev, verdicts),
                   data=summary(ev, verdicts))
 
-
-def summary(ev: Evidence, verdicts: list[Verdict]) -> dict[str, Any]:
-    """What `adastudy report --json` prints besides the files: the answer box's numbers
-    and each verdict with its parts."""
-    return {
-        "answer": claims.answer(ev),
-        "verdicts": [{"claim": v.claim_id, "verdict": v.verdict, "reason": v.reason,
-                      "basis": v.basis, "numbers": v.numbers,
-                      "parts": [p.to_json() for p in v.parts]}
-                     for v in verdicts],
-    }
