@@ -263,3 +263,11 @@ def test_the_committed_worked_example_opens_with_the_answer_and_the_readme_match
                                                                         flags=re.M):
             said.setdefault(claim_id, verdict)
     assert said == verdicts
+
+
+def test_a_claim_registered_without_a_chip_format_still_gets_its_chip(tmp_path):
+    from adastudy.claims import Part
+    from adastudy.report.verdicts import _chip
+
+    chip = _chip("C99", Part("main", "adacos-fixed", "x", verdict="supported", estimate=0.1234))
+    assert (chip.verdict, chip.text) == ("supported", "0.123")

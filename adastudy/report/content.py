@@ -2,10 +2,11 @@
 
 Nothing here draws or writes: the figures are described (`model.Figure`) and the
 renderers (`html`, `markdown`) draw them; what the report says of the claims (the
-answer box, the verdict matrix, the reasons) comes from `verdicts`. Sections, in order: leaderboards, heatmaps of
-the metric over (s, m), convergence curves, the theory panel, measured P(θ), ln B_avg,
-s against C (claim C4), AdaCos against the tuned heads, the failed / diverged / pruned
-trials, the paper's reported figures. The run manifest closes the report.
+answer box, the verdict matrix, the reasons) comes from `verdicts`. Sections, in
+order: leaderboards, heatmaps of the metric over (s, m), convergence curves, the
+theory panel, measured P(θ), ln B_avg, s against C (claim C4), AdaCos against the tuned
+heads, the failed / diverged / pruned trials, the paper's reported figures. The run
+manifest closes the report.
 """
 
 from __future__ import annotations

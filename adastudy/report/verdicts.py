@@ -38,7 +38,12 @@ def verdict_rows(verdicts: list[Verdict], figures: set[str]) -> list[VerdictRow]
             for v in verdicts]
 
 
-# How each claim's estimate reads in a cell of the verdict matrix.
+def _plain(part: claims.Part) -> str:
+    return f"{part.estimate:.3g}"
+
+
+# How each claim's estimate reads in a cell of the verdict matrix (a claim without an
+# entry shows its estimate plainly: registering a claim needs nothing here).
 _CHIP_FORMAT: dict[str, Callable[[claims.Part], str]] = {
     "C1": lambda p: f"P {p.estimate:.2f}",
     "C2": lambda p: f"P {p.estimate:.2f}",
@@ -58,7 +63,7 @@ def _chip(claim_id: str, part: claims.Part) -> Chip:
     if part.short:
         text = part.short
     elif part.verdict != "not tested" and (claim_id == "C10" or math.isfinite(part.estimate)):
-        text = _CHIP_FORMAT[claim_id](part)
+        text = _CHIP_FORMAT.get(claim_id, _plain)(part)
     label = f"vs {part.versus.split()[0]}" if part.versus else ""
     if claim_id == "C4" and part.versus and " " in part.versus:
         label = f"vs best {part.versus.split(' ', 1)[1]}"  # the best scale: "vs best s=8"
