@@ -52,6 +52,43 @@ PROBE = """<script>
                       traces: div.querySelectorAll("g.trace, g.hm").length});
       });
       seen.figures = figures;
+      // Per figure: every drawn SVG text with its box (to find labels that overprint),
+      // each legend (its box, its entries, its scroll bar: plotly gives the bar a size
+      // only when the legend is clipped) and each subplot's plotting area.
+      function box(node) {
+        var b = node.getBoundingClientRect();
+        return {x: b.left, y: b.top, w: b.width, h: b.height};
+      }
+      var layouts = {};
+      document.querySelectorAll("div.plot").forEach(function (div) {
+        var texts = [];
+        div.querySelectorAll("svg text").forEach(function (node) {
+          var text = (node.textContent || "").trim();
+          var b = box(node);
+          if (!text || b.w === 0 || b.h === 0) { return; }
+          var group = node.parentNode.closest("g[class]");
+          b.text = text;
+          b.group = group ? group.getAttribute("class") : "";
+          b.legend = !!node.closest("g.infolayer > g[class^='legend']");
+          texts.push(b);
+        });
+        var legends = [];
+        div.querySelectorAll("g.infolayer > g[class^='legend']").forEach(function (g) {
+          var b = box(g);
+          var bar = g.querySelector("rect.scrollbar");
+          b.name = g.getAttribute("class");
+          // "legendtext", "legend2text", ...: one class per legend.
+          b.entries = Array.prototype.map.call(g.querySelectorAll("g.traces > text"),
+            function (t) { return t.textContent; });
+          b.scrollbar = bar ? [Number(bar.getAttribute("width") || 0),
+                               Number(bar.getAttribute("height") || 0)] : [0, 0];
+          legends.push(b);
+        });
+        var plots = Array.prototype.map.call(
+          div.querySelectorAll("g.draglayer rect.nsewdrag"), box);
+        layouts[div.id] = {texts: texts, legends: legends, plots: plots};
+      });
+      seen.layouts = layouts;
       // Every cell of the verdict matrix, with its width: none may collapse.
       seen.matrixCells = Array.prototype.map.call(
         document.querySelectorAll("table.verdict-matrix th, table.verdict-matrix td"),
@@ -110,6 +147,20 @@ def probe_page(page: Path, tmp_path: Path, width: int = 1280) -> tuple[dict, str
     found = re.search(r'<pre id="probe-result">(.*?)</pre>', result.stdout, re.S)
     assert found, f"no probe result; stderr:\n{result.stderr[-3000:]}"
     return json.loads(html.unescape(found.group(1))), result.stderr
+
+
+def overlaps(a: dict, b: dict, tolerance_px: float = 1.0) -> bool:
+    """Whether two boxes ({x, y, w, h}, CSS pixels) overlap by more than `tolerance_px`
+    both ways (boxes that only touch do not)."""
+    return (a["x"] < b["x"] + b["w"] - tolerance_px and b["x"] < a["x"] + a["w"] - tolerance_px
+            and a["y"] < b["y"] + b["h"] - tolerance_px
+            and b["y"] < a["y"] + a["h"] - tolerance_px)
+
+
+def overprinted(texts: list[dict]) -> list[tuple[str, str]]:
+    """The pairs of texts (from the probe's `layouts`) whose boxes overlap."""
+    return [(a["text"], b["text"]) for i, a in enumerate(texts) for b in texts[i + 1:]
+            if overlaps(a, b)]
 
 
 def assert_clean(seen: dict, stderr: str) -> None:

@@ -631,7 +631,7 @@ def test_c10_per_head_and_setting_with_the_tested_range(tmp_path):
     assert part(verdict, "adacos-dynamic").verdict == "supported"
     assert part(verdict, "adacos-fixed", "c4000").verdict == "supported"
     fixed_main = part(verdict, "adacos-fixed")
-    assert fixed_main.n_failed == 1 and "1 failed runs not judged" in fixed_main.text
+    assert fixed_main.n_failed == 1 and "1 run failed, not judged" in fixed_main.text
     assert "control" in fixed_main.text
     assert (part(verdict, "adacos-dynamic", "c4000").num_classes,
             part(verdict, "adacos-dynamic", "c4000").embedding_dim) == (4000, 32)

@@ -12,10 +12,12 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from chromium import assert_clean, needs_chromium, probe_page, run_chromium
 from PIL import Image
 
+from adastudy import store
 from adastudy.report import html as html_report
 from adastudy.report import markdown as md_report
 from adastudy.report import model
@@ -230,7 +232,10 @@ def test_plotly_figure_is_strict_json_with_gaps_for_nan() -> None:
     assert shapes["θ0 = π/4"]["y0"] == pytest.approx(math.pi / 4)
     # Plotly reads its strings as HTML and hover templates: both are neutralised.
     assert "Leaderboard &lt;b&gt;bold?&lt;/b&gt;" in json.dumps(layout["annotations"])
-    assert shapes["paper %&#123;y&#125; &#123;x&#125;"]["label"]["text"].startswith("paper")
+    assert "paper %&#123;y&#125; &#123;x&#125;" in shapes
+    # Lines are named in the legend only: a label on the line prints over the curves.
+    assert not any("label" in s for s in layout["shapes"])
+    assert all(s["showlegend"] for s in layout["shapes"])
 
 
 def test_plotly_band_is_one_polygon_per_run_of_finite_bounds() -> None:
@@ -257,10 +262,14 @@ def test_plotly_heatmap_is_centred_and_shows_marks() -> None:
     assert heat["zmin"] == pytest.approx(0.80) and heat["zmax"] == pytest.approx(1.02)
     assert heat["z"][0][2] is None and heat["z"][1][1] is None
     assert heat["text"][0][0] == "0.90" and heat["texttemplate"] == "%{text}"
+    # The font fits the cells (plotly sizes it from the cells' pixels).
+    assert "size" not in heat["textfont"]
+    # The marks are named under the panel's title, not on the colour bar (two close
+    # marks printed over each other there, and ran into the next panel).
     ticktext = heat["colorbar"]["ticktext"]
-    assert any("AdaCos fixed" in t for t in ticktext)
-    assert any("AdaCos &lt;dynamic&gt;" in t for t in ticktext)
-    assert 0.94 in heat["colorbar"]["tickvals"]
+    assert not any("AdaCos" in t for t in ticktext)
+    title = json.dumps(spec["layout"]["annotations"][0]["text"])
+    assert "AdaCos fixed 0.9100" in title and "AdaCos &lt;dynamic&gt; 0.9400" in title
     assert plain["colorscale"] == "Viridis" and plain["z"][1][1] is None
     # Each colour bar sits right of its own panel.
     assert heat["colorbar"]["x"] < spec["layout"]["xaxis2"]["domain"][0]
@@ -478,3 +487,246 @@ def test_no_verdict_matrix_column_collapses_at_1000_px(tmp_path: Path) -> None:
     assert_clean(seen, stderr)
     assert len(seen["matrixCells"]) == 1 + 1 + 6 + 18 + 10 * (2 + 18)
     assert min(seen["matrixCells"]) >= 60, sorted(seen["matrixCells"])[:5]
+
+
+# --------------------------------------------------------------------------- a run's figures
+#
+# The report's own figures (`content`), of a run folder written as an engine would write
+# it, without training: the grids, seeds and AdaCos results of a real CPU study, with
+# values where the figures used to overprint (a 5 × 4 grid, AdaCos fixed and dynamic
+# 0.003 apart, one normface scale far above the rest in ln B_avg / ln(C − 1)).
+
+GRIDS = {  # head: (scales, margins)
+    "cosface": ([4.0, 8.0, 16.0, 32.0, 64.0], [0.05, 0.2, 0.35, 0.5]),
+    "arcface": ([4.0, 8.0, 16.0, 32.0, 64.0], [0.1, 0.3, 0.5, 0.7]),
+    "normface": ([2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0], [None]),
+    "adacos-fixed": ([None], [None]),
+    "adacos-dynamic": ([None], [None]),
+}
+VARIANTS = {  # variant: (C, heads with their grids, AdaCos fixed and dynamic)
+    "main": (100, GRIDS, (0.907, 0.909)),
+    "images": (100, {"cosface": ([8.0, 32.0], [0.1, 0.35]), "adacos-fixed": ([None], [None]),
+                     "adacos-dynamic": ([None], [None])}, (0.777, 0.7743)),
+    "c20": (20, {"normface": GRIDS["normface"], "adacos-fixed": ([None], [None])},
+            (0.87, 0.87)),
+}
+SEEDS = 3
+
+
+def _accuracy(head: str, s: float | None, m: float | None, adacos: tuple[float, float]
+              ) -> float:
+    """A smooth surface with its best near s = 16, m = 0.2, 0.88 at s = 64, m small,
+    around the AdaCos results."""
+    if s is None:
+        return adacos[0] if head == "adacos-fixed" else adacos[1]
+    return adacos[1] + 0.004 - 0.006 * math.log2(s / 16) ** 2 - 0.02 * ((m or 0.2) - 0.2) ** 2
+
+
+def write_synthetic_run(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    run = folder / "run"
+    (run).mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"study": "synthetic", "spec": {
+        "study": {"name": "synthetic", "metric": "verification_accuracy"},
+        "data": {"name": "synthetic"}}}))
+    steps = list(range(10, 110, 10))
+    for variant, (C, heads, adacos) in VARIANTS.items():
+        for head, (scales, margins) in heads.items():
+            for s in scales:
+                for m in margins:
+                    mean = _accuracy(head, s, m, adacos)
+                    for seed in range(SEEDS):
+                        # One seed of the largest scale diverged: a "lost" cell.
+                        lost = head == "cosface" and s == 64.0 and m == 0.5 and seed == 2
+                        test = float(mean + rng.normal(0, 0.003))
+                        scale = s if s is not None else 6.5 + 0.5 * rng.random()
+                        ratio = (7.0 + rng.random()) if s == 64.0 and head == "normface" \
+                            else 1.1 + 0.05 * rng.random()
+                        series = [{"step": k, "loss": 3.0 / (1 + k / 20), "s": scale,
+                                   "theta_med_rad": 1.4 - 0.8 * k / 100,
+                                   "p_target_mean": min(0.99, 0.2 + 0.7 * k / 100),
+                                   "ln_b_avg": ratio * math.log(C - 1),
+                                   "val_accuracy": test - 0.02 * (1 - k / 100)}
+                                  for k in steps]
+                        store.write_trial_record(run, {
+                            "key": store.trial_key(head, s, m, seed, variant),
+                            "number": None, "variant": variant, "num_classes": C,
+                            "embedding_dim": 64, "head": head, "s": s, "m": m,
+                            "seed": seed, "state": "diverged" if lost else "complete",
+                            "steps": steps[-1], "epochs": 1.0, "error": None,
+                            "diverged_step": 40 if lost else None,
+                            "diverged_reason": "loss is not finite" if lost else None,
+                            "metrics": {} if lost else {
+                                "verification_accuracy": test,
+                                "val_accuracy": float(test + rng.normal(0, 0.002))},
+                            "steps_to_theta_med": {}, "series": series[:4] if lost else series})
+    store.consolidate(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory) -> Path:
+    return write_synthetic_run(tmp_path_factory.mktemp("figures"))
+
+
+@pytest.fixture(scope="module")
+def run_figures(synthetic_run) -> dict[str, model.Figure]:
+    """Every figure of the report of the synthetic run, by id."""
+    from adastudy.report import content
+
+    return {f.id: f for s in content.build(synthetic_run).sections for f in s.figures}
+
+
+def test_heatmap_cells_hold_the_mean_only_and_the_hover_the_rest(run_figures) -> None:
+    for figure_id in ("heatmaps", "heatmaps-images"):
+        for panel in run_figures[figure_id].panels:
+            heat = panel.heatmap
+            cells = [c for row in heat.text for c in row]
+            # "0.898 ±0.004 (1 lost)" ran into the next cell: the mean, * and ◆ only.
+            assert max(len(c) for c in cells) <= len("0.898*◆"), cells
+            assert "±" not in "".join(cells)
+            assert all("mean" in c for row in heat.hover for c in row)
+    lost = run_figures["heatmaps"].panels[0].heatmap  # cosface s = 64, m = 0.5
+    assert lost.text[-1][-1].endswith("*") and "1 diverged" in lost.hover[-1][-1]
+
+
+def test_the_recommendation_under_the_heatmaps_is_the_pick_of_c9(synthetic_run,
+                                                                  run_figures) -> None:
+    from adastudy import claims
+    from adastudy.claims import Evidence
+
+    ev = Evidence.from_run(synthetic_run)
+    c9 = next(v for v in claims.evaluate_evidence(ev) if v.claim_id == "C9")
+    for variant, figure_id in (("main", "heatmaps"), ("images", "heatmaps-images")):
+        notes = run_figures[figure_id].notes
+        heads = [p.heatmap and p.title.split(" ")[0] for p in run_figures[figure_id].panels]
+        assert len(notes) == len(heads)
+        for head, note in zip(heads, notes, strict=True):
+            grid = claims.configs(ev, variant, [head])
+            best = claims.pick_best(ev, grid).config
+            # The configuration C9 compared AdaCos with, chosen on validation.
+            assert best.label in {p.versus for p in c9.parts if p.variant == variant}
+            assert note.startswith(f"If you tune {head}: s = {best.s:g}, m = {best.m:g} ◆")
+
+            def val(c):
+                return float(np.mean(list(c.outcomes(ev, claims.SELECTION_METRIC).values())))
+
+            plateau = [c for c in grid if c is not best
+                       and val(c) >= val(best) - claims.NEGLIGIBLE]
+            assert f"{len(plateau)} other configuration" in note
+            for c in plateau:
+                assert f"s = {c.s:g}, m = {c.m:g} ({val(c):.4f})" in note
+            # The chosen cell is marked in the heatmap.
+            panel = next(p for p in run_figures[figure_id].panels if p.title.startswith(head))
+            marked = [(i, j) for i, row in enumerate(panel.heatmap.text)
+                      for j, c in enumerate(row) if "◆" in c]
+            assert marked == [(panel.heatmap.y_labels.index(f"{best.m:g}"),
+                               panel.heatmap.x_labels.index(f"{best.s:g}"))]
+
+
+def test_convergence_shows_the_answers_best_and_worst_tuned(synthetic_run,
+                                                            run_figures) -> None:
+    from adastudy import claims
+    from adastudy.claims import Evidence
+
+    ev = Evidence.from_run(synthetic_run)
+    answer = claims.answers(ev)[0]
+    names = {t.name for p in run_figures["convergence"].panels for t in p.traces}
+    assert f"best tuned: {answer.tuned.label}" in names
+    assert f"worst: {answer.worst_tuned.label}" in names
+
+
+def test_ln_b_is_on_a_log_axis_with_distinct_bands(run_figures) -> None:
+    panel = run_figures["ln-b-ratio"].panels[0]
+    # normface s = 64 sits at 7 to 8: on a linear axis AdaCos and the bands lay flat.
+    assert panel.y_log and "log" in panel.y_title
+    assert len({h.dash for h in panel.hlines}) == len(panel.hlines) == 3
+    from adastudy.report.static import _draw
+
+    figure = _draw(run_figures["ln-b-ratio"])
+    ax = figure.axes[0]
+    assert ax.get_yscale() == "log"
+    styles = {line.get_label(): line.get_linestyle() for line in ax.get_lines()
+              if line.get_label().startswith("B =")}
+    assert len(styles) == 3 and len(set(styles.values())) == 3, styles
+
+
+def test_adacos_vs_tuned_has_a_legend_that_says_something(run_figures) -> None:
+    panel = run_figures["adacos-vs-tuned"].panels[0]
+    assert [t.name for t in panel.traces] == ["untuned AdaCos",
+                                              "best tuned (chosen on validation)"]
+    assert panel.traces[0].x_labels == ["adacos-fixed", "adacos-dynamic"]
+    assert len({t.color for t in panel.traces}) == 2
+
+
+def _text_boxes(figure) -> list[tuple[str, object]]:
+    """Every visible, non-empty text of a drawn matplotlib figure with its box (px)."""
+    from matplotlib.text import Text
+
+    renderer = figure.canvas.get_renderer()
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in figure.findobj(Text)
+            if t.get_visible() and t.get_text().strip() and t.get_window_extent(renderer).width]
+
+
+@pytest.mark.parametrize("figure_id", ["heatmaps", "heatmaps-images"])
+def test_png_heatmap_labels_do_not_overprint_and_bars_sit_by_their_panels(
+        run_figures, figure_id) -> None:
+    from adastudy.report.static import _draw
+
+    figure = _draw(run_figures[figure_id])
+    figure.canvas.draw()
+    boxes = _text_boxes(figure)
+    assert sum(1 for text, _ in boxes if text[:2] in ("0.", "—")) >= 4  # cell labels drawn
+    clash = [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:]
+             if box_a.overlaps(box_b) and
+             min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0) > 1 and
+             min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0) > 1]
+    assert clash == []
+    for ax in figure.axes:
+        if not ax.images:
+            continue
+        panel = ax.get_window_extent()
+        bar = ax.images[0].colorbar.ax.get_window_extent()
+        # Right of its own panel, a few pixels off, at the panel's height.
+        assert 0 <= bar.x0 - panel.x1 <= 25, (bar.x0, panel.x1)
+        assert abs(bar.y0 - panel.y0) < 5 and abs(bar.y1 - panel.y1) < 5
+    # The marks are named once under each panel's title, not on the colour bar.
+    titles = [ax.get_title() for ax in figure.axes if ax.images]
+    assert all("AdaCos fixed" in t and "AdaCos dynamic" in t for t in titles)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_no_label_of_the_figures_overprints_in_chromium_at_1000_px(
+        tmp_path: Path, run_figures) -> None:
+    from chromium import overlaps, overprinted
+
+    from adastudy.report.interactive import legend_entries
+
+    ids = ["heatmaps", "heatmaps-images", "theory", "ln-b-ratio", "scale-vs-classes",
+           "adacos-vs-tuned", "convergence"]
+    report = model.Report(study="figures", subtitle="", verdicts=[], sections=[
+        model.Section(id="figures", title="Figures", figures=[run_figures[i] for i in ids])])
+    page = html_report.write_html(report, tmp_path / "report")
+    seen, stderr = probe_page(page, tmp_path, width=1000)
+    assert_clean(seen, stderr)
+    layouts = seen["layouts"]
+    for figure_id in ids:
+        texts = layouts[f"plot-{figure_id}"]["texts"]
+        assert len(texts) > 10, figure_id
+        assert overprinted(texts) == [], figure_id
+    # The heatmaps' cell labels are drawn (the font fits the cells; it is not dropped).
+    cells = [t for t in layouts["plot-heatmaps"]["texts"] if re.fullmatch(r"0\.\d{3}\*?◆?",
+                                                                          t["text"])]
+    assert len(cells) == 2 * 20
+    # The theory panel: one legend per panel, listing that panel's lines, none scrolled,
+    # none over a plotting area.
+    theory = layouts["plot-theory"]
+    legends = sorted(theory["legends"], key=lambda g: g["x"])
+    panels = run_figures["theory"].panels
+    assert [g["entries"] for g in legends] == [legend_entries(p) for p in panels]
+    for legend in legends:
+        assert legend["scrollbar"] == [0, 0], legend
+        assert not any(overlaps(legend, area) for area in theory["plots"]), legend
+    # The convergence figure's panels show the same configurations: one shared legend.
+    assert len(layouts["plot-convergence"]["legends"]) == 1

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from adastudy import stats
 from adastudy.claims.evidence import Config, Evidence, MissingField, where
 
-__all__ = ["CLAIMS", "REGISTRY", "VERDICTS", "ClaimInfo", "Outcome", "Part", "Verdict",
+__all__ = ["runs", "CLAIMS", "REGISTRY", "VERDICTS", "ClaimInfo", "Outcome", "Part", "Verdict",
            "claim", "decide", "make_part"]
 
 VERDICTS = ("supported", "not supported", "inconclusive", "not tested")
@@ -146,6 +146,11 @@ class ClaimInfo:
 REGISTRY: dict[str, ClaimInfo] = {}
 #: The claims' texts by id (the paper's claims C1-C10).
 CLAIMS: dict[str, str] = {}
+
+
+def runs(n: int) -> str:
+    """"1 run", "6 runs": a count of runs as a sentence says it."""
+    return f"{n} run" if n == 1 else f"{n} runs"
 
 
 def claim(claim_id: str, text: str, *, figure: str | None, basis: Basis = "measured"

@@ -11,7 +11,7 @@ import pandas as pd
 from adastudy import stats, theory
 from adastudy.claims import figures
 from adastudy.claims.evidence import Config, Evidence, configs, pick_best, where
-from adastudy.claims.registry import Outcome, Part, claim, make_part
+from adastudy.claims.registry import Outcome, Part, claim, make_part, runs
 from adastudy.claims.thresholds import MAX_DIVERGENCE_RATE, MIN_SPEEDUP
 
 __all__ = ["FIXED_HEADS", "claim_c10", "claim_c7", "level_column"]
@@ -133,7 +133,8 @@ def claim_c10(ev: Evidence) -> Outcome:
             n = config.n_runs - config.n_failed
             k = config.n_diverged
             role = " (control: its scale is constant)" if head == "adacos-fixed" else ""
-            failed = f"; {config.n_failed} failed runs not judged" if config.n_failed else ""
+            failed = (f"; {runs(config.n_failed)} failed, not judged" if config.n_failed
+                      else "")
             if n == 0:
                 parts.append(make_part(ev, variant, head, f"every run failed{failed}",
                                        fixed="not tested", runs=config))
@@ -149,7 +150,7 @@ def claim_c10(ev: Evidence) -> Outcome:
                 steps = bad["diverged_step"].dropna()
                 if head == "adacos-dynamic":
                     unstable.append(f"{setting} ({k} of {n})")
-                text = (f"{bare}{role}: {k} of {n} runs diverged "
+                text = (f"{bare}{role}: {k} of {runs(n)} diverged "
                         f"({'; '.join(reasons) or 'no reason recorded'}"
                         + (f", from step {int(steps.min())}" if len(steps) else "") + ")")
                 part = make_part(ev, variant, head, text + failed, estimate=estimate,
@@ -157,7 +158,8 @@ def claim_c10(ev: Evidence) -> Outcome:
             else:
                 if head == "adacos-dynamic":
                     stable.append(setting)
-                text = (f"{bare}{role}: none of {n} runs diverged; rate < {upper:.2f} "
+                none = "the one run did not diverge" if n == 1 else f"none of {n} runs diverged"
+                text = (f"{bare}{role}: {none}; rate < {upper:.2f} "
                         f"(97.5 %), stable means < {MAX_DIVERGENCE_RATE:g}")
                 part = make_part(ev, variant, head, text + failed, estimate=estimate,
                                  runs=config, p=(stats.binomial_at_most(0, n, MAX_DIVERGENCE_RATE),

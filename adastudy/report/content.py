@@ -22,6 +22,7 @@ import pandas as pd
 from adastudy import claims, stats, store, theory
 from adastudy.claims import Config, Evidence
 from adastudy.claims import figures as fig
+from adastudy.claims.evidence import Pick
 from adastudy.report.model import (
     Figure,
     Heatmap,
@@ -35,6 +36,7 @@ from adastudy.report.model import (
 )
 from adastudy.report.verdicts import (
     answer_box,
+    figure_id,
     fmt_number,
     summary,
     verdict_matrix,
@@ -44,15 +46,16 @@ from adastudy.spec import MAIN_VARIANT
 
 __all__ = ["PAPER_RESULTS", "PAPER_BENCHMARKS", "build", "figure_id"]
 
+SECONDARY = "Zhang et al., CVPR 2019, as quoted in secondary sources (not checked in the paper)"
 #: The AdaCos paper's reported figures, each with where the value was checked. A report
 #: shows them beside the measured ones only when the study's data is that benchmark.
 PAPER_RESULTS: list[dict[str, str]] = [
     {"benchmark": "megaface-1", "metric": "rank-1 identification", "head": "adacos-dynamic",
      "value": "97.41 %", "setting": "ResNet-50",
-     "provenance": "checked in secondary sources (see ../shared/PAPER.md)"},
+     "provenance": SECONDARY},
     {"benchmark": "ijb-c", "metric": "TAR at FAR = 1e-4 (1:1)", "head": "adacos-dynamic",
      "value": "92.4 %", "setting": "ResNet-50",
-     "provenance": "checked in secondary sources (see ../shared/PAPER.md)"},
+     "provenance": SECONDARY},
     {"benchmark": "lfw", "metric": "verification accuracy", "head": "adacos-dynamic",
      "value": "99.73 %", "setting": "trained on CASIA-WebFace",
      "provenance": "widely quoted, not checked against the paper's table"},
@@ -69,11 +72,6 @@ PALETTE = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#b
            "#7f7f7f"]
 
 
-def figure_id(base: str, variant: str) -> str:
-    """"heatmaps" for the main variant, "heatmaps-c1000" for variant c1000."""
-    return base if variant == MAIN_VARIANT else f"{base}-{variant}"
-
-
 def _in(variant: str) -> str:
     return "" if variant == MAIN_VARIANT else f" [{variant}]"
 
@@ -81,26 +79,47 @@ def _in(variant: str) -> str:
 # -- leaderboards ----------------------------------------------------------------------------
 
 
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
 def _leaderboard_tables(ev: Evidence) -> list[Table]:
+    """A table per head and variant, ranked on the test pairs; beside it each
+    configuration's validation mean, which is what the claims and the answer choose on,
+    with the chosen one marked, so that "best tuned" reads the same everywhere."""
     if ev.metric not in ev.trials:
         return []
     board = store.leaderboard(ev.trials, ev.metric, ev.direction)
     order = {v: i for i, v in enumerate(ev.variants())}  # main first, then the variants
     board = board.sort_values("variant", key=lambda v: v.map(order), kind="mergesort")
+    selects = claims.SELECTION_METRIC
     tables = []
     for (variant, head), rows in board.groupby(["variant", "head"], sort=False):
+        found = claims.configs(ev, variant, [head])
+        validation = {}
+        chosen = None
+        if selects in ev.trials:
+            for config in found:
+                values = list(config.outcomes(ev, selects).values())
+                validation[(config.s, config.m)] = float(np.mean(values)) if values else math.nan
+            chosen = claims.pick_best(ev, found).config if len(found) > 1 else None
         cells = []
         for row in rows.to_dict(orient="records"):
             ci = ("-" if not math.isfinite(row["ci95_low"])
                   else f"{row['ci95_low']:.4f} – {row['ci95_high']:.4f}")
             other = ", ".join(f"{row[k]} {k.removeprefix('n_')}"
                               for k in ("n_pruned", "n_failed", "n_diverged") if row[k])
+            val = next((v for (s, m), v in validation.items()
+                        if _same(s, row["s"]) and _same(m, row["m"])), math.nan)
+            picked = chosen is not None and _same(chosen.s, row["s"]) and _same(chosen.m, row["m"])
             cells.append([fmt_number(row["s"]), fmt_number(row["m"]), str(row["n"]),
                           "-" if not math.isfinite(row["mean"]) else f"{row['mean']:.4f}",
                           "-" if not math.isfinite(row["std"]) else f"{row['std']:.4f}",
-                          ci, other or "-"])
+                          ci, "-" if not math.isfinite(val) else
+                          f"{val:.4f}" + (" ◆ chosen" if picked else ""), other or "-"])
         tables.append(Table(
-            ["s", "m (rad)", "seeds", f"mean {ev.metric}", "std", "95 % CI", "other states"],
+            ["s", "m (rad)", "seeds", f"mean {ev.metric}", "std", "95 % CI",
+             f"mean {selects} (selects)", "not counted"],
             cells, caption=f"{head}{_in(variant)}"))
     return tables
 
@@ -123,6 +142,72 @@ def _adacos_means(ev: Evidence, variant: str) -> dict[str, float]:
     return out
 
 
+def _validation_mean(ev: Evidence, config: Config) -> float:
+    """The mean of `SELECTION_METRIC` over the configuration's seeds, as `pick_best`
+    scores it (a diverged run at chance); NaN without one."""
+    values = list(config.outcomes(ev, claims.SELECTION_METRIC).values())
+    return float(np.mean(values)) if values else math.nan
+
+
+def _pick(ev: Evidence, found: list[Config]) -> Pick | None:
+    """`pick_best` over `found`, the pick of C9 and the answer; None when the runs have
+    no validation score at all."""
+    if not found or claims.SELECTION_METRIC not in ev.trials:
+        return None
+    return claims.pick_best(ev, found)
+
+
+def _setting(config: Config) -> str:
+    """"s = 16, m = 0.2" (no head name: the line or the panel names it)."""
+    parts = [f"{name} = {value:g}" for name, value in (("s", config.s), ("m", config.m))
+             if math.isfinite(value)]
+    return ", ".join(parts) or config.label
+
+
+def _recommendation(ev: Evidence, variant: str) -> list[str]:
+    """The lines under the heatmaps: for each margin head, the configuration to use if
+    you tune (the one C9 compares AdaCos with: chosen on validation by `pick_best`) and
+    the plateau around it, the other configurations within `NEGLIGIBLE` of it on
+    validation; then the answer's best tuned head when it is none of these."""
+    if claims.SELECTION_METRIC not in ev.trials:
+        return []
+    selects = claims.SELECTION_METRIC
+    overall = _pick(ev, claims.configs(ev, variant, claims.FIXED_HEADS))
+    best_overall = overall.config if overall is not None else None
+    lines = []
+    for head in theory.MARGIN_HEADS:
+        grid = claims.configs(ev, variant, [head])
+        pick = _pick(ev, grid)
+        if pick is None:
+            continue
+        if pick.config is None:
+            lines.append(f"If you tune {head}: no pick ({pick.problem}).")
+            continue
+        best = pick.config
+        best_val = _validation_mean(ev, best)
+        test = _outcomes(ev, best)
+        near = sorted(((v, c) for c in grid if c is not best
+                       and (v := _validation_mean(ev, c)) >= best_val - claims.NEGLIGIBLE),
+                      key=lambda item: -item[0])
+        plateau = (f"{len(near)} other configuration{'s' if len(near) != 1 else ''} "
+                   f"within {claims.NEGLIGIBLE:g} of it on validation (the claims' margin): "
+                   + "; ".join(f"{_setting(c)} ({v:.4f})" for v, c in near)
+                   if near else f"no other configuration within {claims.NEGLIGIBLE:g} of it "
+                                "on validation (the claims' margin)")
+        lines.append(
+            f"If you tune {head}: {_setting(best)} ◆ (chosen on validation: {selects} "
+            f"{best_val:.4f}"
+            + (f"; test {ev.metric} {test.mean():.4f}" if len(test) else "")
+            + (", the best tuned head of the answer" if best_overall is not None
+               and best.label == best_overall.label else "")
+            + f"); {plateau}.")
+    if best_overall is not None and best_overall.head not in theory.MARGIN_HEADS and lines:
+        lines.append(f"The answer's best tuned head over {', '.join(claims.FIXED_HEADS)} is "
+                     f"{best_overall.label} ({selects} "
+                     f"{_validation_mean(ev, best_overall):.4f}), not in these heatmaps.")
+    return lines
+
+
 def _heatmap_figure(ev: Evidence, variant: str) -> Figure | None:
     marks = _adacos_means(ev, variant)
     center = marks.get("adacos-dynamic", marks.get("adacos-fixed"))
@@ -135,10 +220,13 @@ def _heatmap_figure(ev: Evidence, variant: str) -> Figure | None:
         margins = sorted(set(stats.finite(every["m"])))
         if len(scales) * len(margins) < 2:
             continue
-        grid = {(c.s, c.m): c for c in claims.configs(ev, variant, [head])}
-        z, text = [], []
+        found = claims.configs(ev, variant, [head])
+        grid = {(c.s, c.m): c for c in found}
+        pick = _pick(ev, found)
+        chosen = pick.config if pick is not None else None
+        z, text, hover = [], [], []
         for m in margins:
-            row_z, row_t = [], []
+            row_z, row_t, row_h = [], [], []
             for s in scales:
                 config = grid.get((s, m))
                 values = _outcomes(ev, config) if config is not None else np.array([])
@@ -146,31 +234,48 @@ def _heatmap_figure(ev: Evidence, variant: str) -> Figure | None:
                     mean = float(values.mean())
                     row_z.append(mean)
                     lost = config.n_diverged + config.n_failed
-                    row_t.append(f"{mean:.3f}" + (f" ±{values.std(ddof=1):.3f}"
-                                                  if len(values) > 1 else "")
-                                 + (f" ({lost} lost)" if lost else ""))
+                    # The cell shows the mean only (a longer label does not fit a cell
+                    # on a narrow page); the hover has the rest.
+                    row_t.append(f"{mean:.3f}" + ("*" if lost else "")
+                                 + ("◆" if config is chosen else ""))
+                    row_h.append(
+                        f"mean {mean:.4f}"
+                        + (f" ± {values.std(ddof=1):.4f} (std)" if len(values) > 1 else "")
+                        + f" over {len(values)} seed{'s' if len(values) != 1 else ''}"
+                        + (f"; {lost} diverged or failed (at chance)" if lost else "")
+                        + (f"; {claims.SELECTION_METRIC} "
+                           f"{_validation_mean(ev, config):.4f}"
+                           if claims.SELECTION_METRIC in ev.trials else "")
+                        + (" ◆ chosen on validation" if config is chosen else ""))
                 else:
                     states = every[(every["s"] == s) & (every["m"] == m)]["state"]
                     row_z.append(math.nan)
-                    row_t.append(", ".join(sorted(set(states))) or "not run")
+                    row_t.append("—")
+                    row_h.append(", ".join(sorted(set(states))) or "not run")
             z.append(row_z)
             text.append(row_t)
+            hover.append(row_h)
         panels.append(Panel(
             title=f"{head}{_in(variant)}", x_title="s", y_title="m (rad)",
             heatmap=Heatmap(
                 x_labels=[f"{s:g}" for s in scales], y_labels=[f"{m:g}" for m in margins],
-                z=z, text=text, colorbar_title="mean", center=center,
+                z=z, text=text, hover=hover, colorbar_title="mean", center=center,
                 marks={{"adacos-dynamic": "AdaCos dynamic", "adacos-fixed": "AdaCos fixed"}[k]:
                        v for k, v in marks.items()})))
     if not panels:
         return None
-    adacos = ", ".join(f"{k} {v:.4f}" for k, v in marks.items()) or "no AdaCos run"
+    white = next((k for k, v in marks.items() if v == center), None)
     return Figure(
         figure_id(fig.HEATMAPS, variant), f"{ev.metric} over (s, m){_in(variant)}", panels,
-        caption=(f"Mean over seeds in each cell (± the seeds' std); a seed that diverged or "
-                 "failed counts at the metric's chance value (\"lost\"). The colour scale is "
-                 f"centred on AdaCos: blue cells beat it, red cells lose to it ({adacos}); "
-                 "both AdaCos results are marked on the colour bar."))
+        notes=_recommendation(ev, variant),
+        caption=("Mean over seeds in each cell (hover for its std, seeds and validation "
+                 "score); * a seed diverged or failed and counts at the metric's chance "
+                 "value; ◆ the configuration chosen on validation; — no counted run (hover "
+                 "for its state). "
+                 + (f"The colour scale is centred on {white} (white): blue cells beat it, "
+                    "red cells lose to it; the AdaCos results are named under each panel's "
+                    "title and drawn as black lines on the colour bar."
+                    if white else "No AdaCos run: the colour scale is plain.")))
 
 
 # -- convergence ----------------------------------------------------------------------------
@@ -222,6 +327,15 @@ def _styled(trace: Trace, role: str) -> Trace:
                  width=2.4 if role.startswith("adacos") else 1.8)
 
 
+def _flattens(traces: list[Trace], factor: float = 10.0) -> bool:
+    """Whether the highest curve peaks more than `factor` times above every other one
+    (on a linear axis it would press them flat at the bottom)."""
+    peaks = sorted((max(finite) for t in traces if (finite := [v for v in t.y
+                                                               if math.isfinite(v)])),
+                   reverse=True)
+    return len(peaks) >= 2 and peaks[1] > 0 and peaks[0] > factor * peaks[1]
+
+
 def _convergence_figure(ev: Evidence, variant: str) -> Figure | None:
     roles = _roles(ev, variant)
     if not roles:
@@ -237,9 +351,15 @@ def _convergence_figure(ev: Evidence, variant: str) -> Figure | None:
             if trace is not None:
                 traces.append(_styled(trace, role))
         hlines = ([HLine(45.0, "θ0 = 45°")] if column == "theta_med_rad" else [])
+        # The scale on a log axis (a large fixed s, 64, or a runaway dynamic scale would
+        # flatten the AdaCos scales, about 4 to 10, at the bottom), and the loss when one
+        # curve would flatten the others.
+        log = (column == "s_current" or (column == "loss" and _flattens(traces))) and \
+            all(v > 0 for t in traces for v in t.y if math.isfinite(v))
         if traces:
-            panels.append(Panel(title=title, x_title="step", y_title=title, traces=traces,
-                                hlines=hlines))
+            panels.append(Panel(title=title, x_title="step",
+                                y_title=title + (" (log scale)" if log else ""),
+                                traces=traces, hlines=hlines, y_log=log))
     if not panels:
         return None
     return Figure(figure_id(fig.CONVERGENCE, variant), f"Convergence{_in(variant)}", panels,
@@ -260,22 +380,34 @@ def _ln_b_figure(ev: Evidence, variant: str) -> Figure | None:
     if not traces:
         return None
     band = math.log(claims.B_FACTOR) / math.log(C - 1)
+    # A log axis when it can be one: the worst fixed scale's ratio (7 to 12) would
+    # otherwise set the range and flatten AdaCos and the tolerance band (about 1 ± 0.15)
+    # at the bottom. A ratio at or below 0 (B_avg ≤ 1) cannot be on it.
+    values = [v for t in traces for v in (t.y + (t.y_low or [])) if math.isfinite(v)]
+    log = bool(values) and min(values) > 0 and 1 - band > 0
     return Figure(
         figure_id(fig.LN_B_RATIO, variant),
         f"ln B_avg / ln(C − 1) over training{_in(variant)}",
-        [Panel(title=f"C = {C}", x_title="step", y_title="ln B_avg / ln(C − 1)",
-               traces=traces, hlines=[HLine(1.0, "B = C − 1", dash="solid"),
-                                      HLine(1 + band, f"B = {claims.B_FACTOR:g}(C − 1)"),
-                                      HLine(1 - band, f"B = (C − 1)/{claims.B_FACTOR:g}")])],
+        [Panel(title=f"C = {C}", x_title="step",
+               y_title="ln B_avg / ln(C − 1)" + (" (log scale)" if log else ""), y_log=log,
+               traces=traces, hlines=[
+                   HLine(1.0, "B = C − 1", dash="solid"),
+                   HLine(1 + band, f"B = {claims.B_FACTOR:g}(C − 1)", dash="dash"),
+                   HLine(1 - band, f"B = (C − 1)/{claims.B_FACTOR:g}", dash="dot")])],
         columns=1,
-        caption=(f"Claim C5: the paper approximates B_i by C − 1. Dotted lines: a factor "
-                 f"{claims.B_FACTOR:g} either way, the tolerance of the verdict."))
+        caption=(f"Claim C5: the paper approximates B_i by C − 1 (solid line). Dashed and "
+                 f"dotted: B a factor {claims.B_FACTOR:g} above and below it, the tolerance "
+                 "of the verdict." + (" The y axis is logarithmic, so that the largest "
+                                      "ratio does not flatten the others." if log else "")))
 
 
 # -- theory and measured P(θ) ------------------------------------------------------------------
 
 
 THETA_DEG = np.linspace(0.0, 180.0, 181)
+#: The y range of a probability panel: a little below 0, so that the y axis' "0" does
+#: not print on the x axis' "0" in the corner.
+P_RANGE = (-0.04, 1.04)
 
 
 def _p_curve(name: str, s: float, C: int, m: float = 0.0, head: str = "normface",
@@ -296,7 +428,7 @@ def _theory_figure(ev: Evidence) -> Figure | None:
             for i, s in enumerate(scales)]
     left.append(_p_curve(f"s_f = {s_f:.2f}", s_f, C, color="#000000", dash="dash", width=3.0))
     panels = [Panel(title=f"P(θ), no margin, C = {C}", x_title="θ (degrees)",
-                    y_title="P(θ) of the true class", traces=left, y_range=(0.0, 1.02),
+                    y_title="P(θ) of the true class", traces=left, y_range=P_RANGE,
                     vlines=[VLine(45.0, "θ0 = π/4")])]
     margin_runs = ev.of(variant, theory.MARGIN_HEADS, states=store.TRIAL_STATES)
     if len(margin_runs):
@@ -311,7 +443,7 @@ def _theory_figure(ev: Evidence) -> Figure | None:
                                       dash=dash, color=PALETTE[i % len(PALETTE)]))
         panels.append(Panel(title=f"P(θ) with the swept margins, s = {s_m:g}",
                             x_title="θ (degrees)", y_title="P(θ)", traces=right,
-                            y_range=(0.0, 1.02), vlines=[VLine(45.0, "θ0 = π/4")]))
+                            y_range=P_RANGE, vlines=[VLine(45.0, "θ0 = π/4")]))
     return Figure(fig.THEORY, f"Theory: P(θ) for this study's C = {C}", panels, caption=(
         "The paper's curve P(θ) = e^(s·t(cos θ)) / (e^(s·t(cos θ)) + C − 1), with B ≈ C − 1: "
         "the swept scales, the fixed AdaCos scale s_f = √2 ln(C − 1) (thick dashed), and "
@@ -351,9 +483,9 @@ def _probability_figure(ev: Evidence, variant: str) -> Figure | None:
     return Figure(
         figure_id(fig.PROBABILITY, variant), f"Measured P against theory{_in(variant)}",
         [Panel(title=f"C = {C}", x_title="θ_med (degrees)", y_title="P",
-               traces=traces, y_range=(0.0, 1.02),
+               traces=traces, y_range=P_RANGE,
                vlines=[VLine(claims.FAR_ANGLE_DEG, "45°")],
-               hlines=[HLine(claims.P_SATURATED, f"P = {claims.P_SATURATED:g}")])],
+               hlines=[HLine(claims.P_SATURATED, f"P = {claims.P_SATURATED:g}", dash="dash")])],
         columns=1,
         caption=("Each marker is one logged training window: its median target angle and "
                  "its mean target probability. Dotted: the analytic P(θ) of the smallest "
@@ -394,30 +526,40 @@ def _scale_figure(ev: Evidence) -> Figure | None:
 def _adacos_vs_tuned_figure(ev: Evidence, variant: str) -> Figure | None:
     if ev.metric not in ev.trials:
         return None
-    names, means, lows, highs = [], [], [], []
-    entries = [(head, claims.configs(ev, variant, [head])) for head in theory.ADACOS_HEADS]
+    # Two groups, one legend entry each: the untuned AdaCos heads (warm, as in every
+    # figure) and each tuned head's configuration chosen on validation (cool).
+    groups = {"untuned AdaCos": [(head, claims.configs(ev, variant, [head])[:1])
+                                 for head in theory.ADACOS_HEADS],
+              "best tuned (chosen on validation)": []}
     for head in ("cosface", "arcface", "normface"):
-        grid = claims.configs(ev, variant, [head])
-        best = claims.pick_best(ev, grid).config if grid and \
-            claims.SELECTION_METRIC in ev.trials else None
-        entries.append((f"best {head}", [best] if best is not None else []))
-    for name, found in entries:
-        if not found or not len(_outcomes(ev, found[0])):
-            continue
-        box = stats.mean_interval(_outcomes(ev, found[0]), ev.bounds(ev.metric))
-        names.append(name if name.startswith("adacos") else f"{name} ({found[0].label})")
-        means.append(box.mean)
-        lows.append(box.low if box.known else box.mean)
-        highs.append(box.high if box.known else box.mean)
-    if len(names) < 2:
+        pick = _pick(ev, claims.configs(ev, variant, [head]))
+        if pick is not None and pick.config is not None:
+            groups["best tuned (chosen on validation)"].append(
+                (pick.config.label, [pick.config]))
+    traces, count = [], 0
+    for (group, entries), colour in zip(groups.items(), (ROLE_COLOURS["adacos-dynamic"],
+                                                         ROLE_COLOURS["best"]), strict=True):
+        names, means, lows, highs = [], [], [], []
+        for name, found in entries:
+            if not found or not len(_outcomes(ev, found[0])):
+                continue
+            box = stats.mean_interval(_outcomes(ev, found[0]), ev.bounds(ev.metric))
+            names.append(name)
+            means.append(box.mean)
+            lows.append(box.low if box.known else box.mean)
+            highs.append(box.high if box.known else box.mean)
+        if names:
+            traces.append(Trace(name=group, x=list(range(count, count + len(names))),
+                                x_labels=names, y=means, y_low=lows, y_high=highs,
+                                mode="markers", color=colour))
+            count += len(names)
+    if count < 2:
         return None
     return Figure(
         figure_id(fig.ADACOS_VS_TUNED, variant),
         f"AdaCos against the tuned heads{_in(variant)}",
         [Panel(title=f"mean {ev.metric} with its 95 % interval over seeds", y_title=ev.metric,
-               traces=[Trace(name=ev.metric, x=list(range(len(names))), x_labels=names,
-                             y=means, y_low=lows, y_high=highs, mode="markers",
-                             color=ROLE_COLOURS["best"])])],
+               traces=traces)],
         columns=1, caption=("Claim C9: each margin head's best configuration is chosen on "
                             "the validation pairs, then compared on the test metric; every "
                             "seed counts (a diverged one at the metric's chance value)."))
@@ -463,6 +605,40 @@ def _paper_section(manifest: dict[str, Any]) -> Section:
         ["benchmark", "metric", "head", "reported", "setting", "provenance"], rows)])
 
 
+def manifest_table(manifest: dict[str, Any]) -> Table | None:
+    """The manifest's facts a reader looks for (what ran, where, with which versions), as
+    a two-column table; the renderers keep the whole JSON below it, folded."""
+    if not manifest:
+        return None
+    env = manifest.get("environment") or {}
+    device = env.get("device") or {}
+    gpus = [d.get("name", "?") if isinstance(d, dict) else str(d)
+            for d in device.get("devices") or []]
+    runs = manifest.get("runs") or []
+    interrupted = sum(1 for r in runs if r.get("interrupted"))
+    commit = str(env.get("git_commit") or "")
+    rows = [
+        ["study", f"{manifest.get('study', '-')} (spec {manifest.get('spec_path', '-')}, "
+                  f"digest {str(manifest.get('spec_digest', '-'))[:12]})"],
+        ["engine", ", ".join(dict.fromkeys(str(r.get("backend", "?")) for r in runs))
+         or str(manifest.get("backend", "-"))],
+        ["sweep runs", f"{len(runs)}" + (f" ({interrupted} interrupted, resumed)"
+                                         if interrupted else "")],
+        ["started, ended", f"{manifest.get('started_at', '-')}, "
+                           f"{manifest.get('ended_at', '-')}"],
+        ["versions", ", ".join(f"{k} {env[k]}" for k in
+                               ("python", "torch", "optuna", "ray", "numpy", "pandas")
+                               if env.get(k)) or "-"],
+        ["device", (f"CUDA {device.get('cuda_version')}: {', '.join(gpus)}" if gpus
+                    else "CPU") + (f", {env['cpu_count']} CPU cores" if env.get("cpu_count")
+                                   else "")
+         + (f" ({env['hostname']})" if env.get("hostname") else "")],
+        ["git commit", (commit[:12] + (" with uncommitted changes" if env.get("git_dirty")
+                                       else "")) if commit else "not in a git checkout"],
+    ]
+    return Table(["", ""], rows)
+
+
 def _present(figures: Iterable[Figure | None]) -> list[Figure]:
     return [f for f in figures if f is not None]
 
@@ -479,7 +655,12 @@ def build(run_dir: Path) -> Report:
     sections = [
         Section("leaderboard", "Leaderboard per head", [
             f"Ranked by {ev.metric} ({ev.direction}) on the test pairs: mean, standard "
-            "deviation and t-based 95 % confidence interval over seeds."],
+            "deviation and t-based 95 % confidence interval over the complete seeds. The "
+            f"claims and the answer choose each head's configuration on the validation "
+            f"pairs ({claims.SELECTION_METRIC}, ◆ chosen), never by this ranking, so the "
+            "chosen one need not be the top row. \"Not counted\": pruned, failed and "
+            "diverged runs, left out of these statistics (the claims count a diverged or "
+            "failed seed at the metric's chance value)."],
             tables=_leaderboard_tables(ev)),
         Section("heatmaps", "The metric over (s, m)", figures=_present(
             _heatmap_figure(ev, v) for v in variants)),
@@ -507,6 +688,7 @@ def build(run_dir: Path) -> Report:
                 f", metric {ev.metric} ({ev.direction}), run folder {run_dir}")
     return Report(study=str(study.get("name") or run_dir.name), subtitle=subtitle,
                   verdicts=verdict_rows(verdicts, figures), sections=sections,
-                  manifest=manifest, answer=answer_box(ev), matrix=verdict_matrix(ev, verdicts),
+                  manifest=manifest, manifest_summary=manifest_table(manifest), run_dir=run_dir,
+                  answer=answer_box(ev), matrix=verdict_matrix(ev, verdicts),
                   data=summary(ev, verdicts))
 

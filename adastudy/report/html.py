@@ -186,6 +186,7 @@ figure .plot { width: 100%; border: 1px solid var(--border); border-radius: 6px;
 figcaption { color: var(--muted); font-size: 0.88rem; margin-top: 6px;
              white-space: pre-wrap; overflow-wrap: anywhere; }
 figure h3 { margin-top: 0; }
+p.figure-note { font-weight: 600; margin: 8px 0 0; }
 p { margin: 0.5em 0; white-space: pre-wrap; overflow-wrap: anywhere; }
 pre.manifest { background: var(--zebra); border: 1px solid var(--border); border-radius: 6px;
                padding: 12px; overflow-x: auto; font-size: 0.8rem; }
@@ -219,7 +220,44 @@ _LOADER = """
 })();
 """
 
-_TEMPLATE = """<!DOCTYPE html>
+_TEMPLATE = """{% macro matrix_table(matrix, links) -%}
+<div class="table-wrap">
+<table class="verdict-matrix">
+<thead>
+<tr><th rowspan="2" class="claim-col">Claim</th><th rowspan="2">Verdict</th>
+{% for label, span in matrix.groups %}
+<th colspan="{{ span }}" class="group">{{ label }}</th>
+{% endfor %}
+</tr>
+<tr>{% for head in matrix.columns %}<th class="head">{{ head }}</th>{% endfor %}</tr>
+</thead>
+<tbody>
+{% for row in matrix.rows %}
+<tr>
+<td class="claim-col">{% if links %}<a href="#claim-{{ row.claim_id }}">{% endif -%}
+<strong>{{ row.claim_id }}</strong>{% if links %}</a>{% endif %}
+{{ row.claim }}
+{%- if row.basis != "measured" %} <span class="basis">({{ row.basis }})</span>{% endif -%}
+</td>
+<td><span class="badge {{ verdict_class.get(row.verdict, 'badge-not-tested') }}">
+{{- row.verdict }}</span></td>
+{% for cell in row.cells %}
+<td class="part">
+{%- for chip in cell -%}
+<span class="chip {{ verdict_class.get(chip.verdict, 'badge-not-tested') }}"
+ title="{{ chip.title }}">
+{%- if chip.label %}<span class="chip-label">{{ chip.label }}</span> {% endif -%}
+{{ chip.text }}</span>
+{%- endfor -%}
+</td>
+{% endfor %}
+</tr>
+{% endfor %}
+</tbody>
+</table>
+</div>
+{%- endmacro %}
+<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -237,11 +275,11 @@ _TEMPLATE = """<!DOCTYPE html>
 {% endif %}
 <nav class="toc">
 {% if report.answer %}<a href="#answer">Answer</a>{% endif %}
-<a href="#verdicts">Verdicts</a>
+{% if report.matrix or report.verdicts %}<a href="#verdicts">Verdicts</a>{% endif %}
 {% for section in report.sections %}
 <a href="#{{ section.id }}">{{ section.title }}</a>
 {% endfor %}
-<a href="#manifest">Manifest</a>
+{% if report.manifest %}<a href="#manifest">Manifest</a>{% endif %}
 </nav>
 </header>
 
@@ -272,43 +310,11 @@ _TEMPLATE = """<!DOCTYPE html>
 </section>
 {% endif %}
 
+{% if report.matrix or report.verdicts %}
 <section>
 <h2 id="verdicts">Verdicts</h2>
 {% if report.matrix and report.matrix.rows %}
-<div class="table-wrap">
-<table class="verdict-matrix">
-<thead>
-<tr><th rowspan="2" class="claim-col">Claim</th><th rowspan="2">Verdict</th>
-{% for label, span in report.matrix.groups %}
-<th colspan="{{ span }}" class="group">{{ label }}</th>
-{% endfor %}
-</tr>
-<tr>{% for head in report.matrix.columns %}<th class="head">{{ head }}</th>{% endfor %}</tr>
-</thead>
-<tbody>
-{% for row in report.matrix.rows %}
-<tr>
-<td class="claim-col"><a href="#claim-{{ row.claim_id }}"><strong>{{ row.claim_id }}</strong></a>
-{{ row.claim }}
-{%- if row.basis != "measured" %} <span class="basis">({{ row.basis }})</span>{% endif -%}
-</td>
-<td><span class="badge {{ verdict_class.get(row.verdict, 'badge-not-tested') }}">
-{{- row.verdict }}</span></td>
-{% for cell in row.cells %}
-<td class="part">
-{%- for chip in cell -%}
-<span class="chip {{ verdict_class.get(chip.verdict, 'badge-not-tested') }}"
- title="{{ chip.title }}">
-{%- if chip.label %}<span class="chip-label">{{ chip.label }}</span> {% endif -%}
-{{ chip.text }}</span>
-{%- endfor -%}
-</td>
-{% endfor %}
-</tr>
-{% endfor %}
-</tbody>
-</table>
-</div>
+{{ matrix_table(report.matrix, True) }}
 <p class="note">Each cell is one part of a claim: a setting (C, embedding dimension D,
 variant) and a head, with its estimate; hover for the sentence. The parts of a claim form
 one family, Holm-corrected; the reasons follow.</p>
@@ -328,7 +334,10 @@ one family, Holm-corrected; the reasons follow.</p>
 {% if row.lead %}<p>{{ row.lead }}</p>{% endif %}
 {% if row.parts %}
 <ul class="parts">
-{% for part in row.parts %}<li>{{ part }}</li>
+{% for part in row.parts %}<li>{{ part }}
+{%- set part_figure = row.part_figures[loop.index0] if row.part_figures else None %}
+{%- if part_figure and part_figure in figure_ids and part_figure != row.figure_id %}
+ <a href="#fig-{{ part_figure }}">figure</a>{% endif %}</li>
 {% endfor %}
 </ul>
 {% elif not row.lead %}
@@ -348,6 +357,7 @@ one family, Holm-corrected; the reasons follow.</p>
 <p>No claim was evaluated.</p>
 {% endif %}
 </section>
+{% endif %}
 
 {% for section in report.sections %}
 <section>
@@ -355,6 +365,7 @@ one family, Holm-corrected; the reasons follow.</p>
 {% for paragraph in section.paragraphs %}
 <p>{{ paragraph }}</p>
 {% endfor %}
+{% if section.matrix and section.matrix.rows %}{{ matrix_table(section.matrix, False) }}{% endif %}
 {% for table in section.tables %}
 <div class="table-wrap">
 <table>
@@ -376,6 +387,9 @@ one family, Holm-corrected; the reasons follow.</p>
 <script type="application/json" class="figure-data" data-target="plot-{{ figure.id }}">
 {{- figure_json[figure.id] | embed -}}
 </script>
+{% for note in figure.notes %}
+<p class="figure-note">{{ note }}</p>
+{% endfor %}
 {% if figure.caption %}
 <figcaption>{{ figure.caption }}</figcaption>
 {% endif %}
@@ -384,10 +398,21 @@ one family, Holm-corrected; the reasons follow.</p>
 </section>
 {% endfor %}
 
+{% if report.manifest %}
 <section>
 <h2 id="manifest">Run manifest</h2>
+{% if report.manifest_summary %}
+<table class="manifest-summary"><tbody>
+{% for name, value in report.manifest_summary.rows %}
+<tr><th scope="row">{{ name }}</th><td>{{ value }}</td></tr>
+{% endfor %}
+</tbody></table>
+{% endif %}
+<details class="manifest"><summary>The whole manifest (manifest.json)</summary>
 <pre class="manifest">{{ manifest }}</pre>
+</details>
 </section>
+{% endif %}
 </main>
 <script>{{ loader | embed }}</script>
 </body>

@@ -23,8 +23,8 @@ from typing import Any
 
 from adastudy.report import model
 
-__all__ = ["PALETTE", "color_range", "nice_ticks", "plotly_figure", "plotly_text",
-           "trace_colors"]
+__all__ = ["PALETTE", "color_range", "legend_entries", "log_ticks", "nice_ticks", "own_legends",
+           "panel_subtitle", "plotly_figure", "plotly_text", "trace_colors"]
 
 #: Colours for traces without one (matplotlib's "tab10", which plotly users know too).
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -43,8 +43,19 @@ BAND_ALPHA = 0.18
 _ROW_PX = 360
 _ROW_GAP_PX = 90
 _MARGIN = {"l": 70, "r": 30, "t": 40, "b": 70}
+_SUBTITLE_PX = 16
 _H_SPACING = 0.08
 _DASH = {"solid": "solid", "dash": "dash", "dot": "dot"}
+#: The plotting width (the page's figure less the margins) at the narrowest window the
+#: report is laid out for, 1,000 px: the figure div is then about 950 px wide. Widths
+#: fixed in pixels (a legend, a colour bar) become fractions of the figure through it;
+#: a wider window only gives them more room.
+_REFERENCE_PX = 850
+#: Between a panel and its own legend, as a fraction of the plotting width.
+_LEGEND_GAP = 0.01
+#: Between two heatmap panels: the colour bar (14 px bar, ticks, 4-digit labels, about
+#: 70 px) and the next panel's y tick labels and axis title (about 60 px).
+_HEATMAP_GAP_PX = 150
 
 
 def plotly_figure(fig: model.Figure) -> dict[str, Any]:
@@ -53,9 +64,12 @@ def plotly_figure(fig: model.Figure) -> dict[str, Any]:
     Lines panels: one scatter trace per `model.Trace` (its mode, dash, width and colour),
     with its band (``y_low``/``y_high``) drawn as a translucent fill, or as error bars
     when the mode is "markers"; a category x axis when a trace has ``x_labels``; log x
-    when ``x_log``; vertical and horizontal lines as labelled shapes, listed in the
-    legend. Heatmap panels: a diverging scale centred on ``center`` (same distance above
-    and below it), the cell texts, the marks as labelled ticks of the colour bar.
+    when ``x_log``, log y when ``y_log``; vertical and horizontal lines as shapes, named
+    in the legend only (a label on the line would print over the curves). Panels that
+    show different things get one legend each, right of the panel (see `own_legends`).
+    Heatmap panels: a diverging scale centred on ``center`` (same distance above and
+    below it), the cell texts in a font plotly fits to the cells, the longer ``hover``
+    texts on hover, the marks named under the panel's title.
 
     Every NaN or infinity becomes None, which plotly draws as a gap.
     """
@@ -64,18 +78,24 @@ def plotly_figure(fig: model.Figure) -> dict[str, Any]:
     columns = max(1, min(fig.columns, n))
     rows = math.ceil(n / columns)
     h_spacing = _horizontal_spacing(panels)
+    per_panel = own_legends(panels)
+    # Each panel with its own legend gives up the legend's width, right of its plot.
+    legend_w = max((_legend_width(p) for p in panels), default=0.0) if per_panel else 0.0
     plot_px = rows * _ROW_PX + (rows - 1) * _ROW_GAP_PX
     v_spacing = _ROW_GAP_PX / plot_px
     col_w = (1.0 - (columns - 1) * h_spacing) / columns
     row_h = (1.0 - (rows - 1) * v_spacing) / rows
+    margin = dict(_MARGIN)
+    if any(panel_subtitle(p) for p in panels):
+        margin["t"] += _SUBTITLE_PX  # room for the second line of the top row's titles
 
     colors = trace_colors(fig)
     data: list[dict[str, Any]] = []
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     layout: dict[str, Any] = {
-        "height": plot_px + _MARGIN["t"] + _MARGIN["b"],
-        "margin": dict(_MARGIN),
+        "height": plot_px + margin["t"] + margin["b"],
+        "margin": margin,
         "template": "plotly_white",
         "font": {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
                  "size": 12},
@@ -88,10 +108,17 @@ def plotly_figure(fig: model.Figure) -> dict[str, Any]:
         row, col = divmod(k, columns)
         x0 = col * (col_w + h_spacing)
         y1 = 1.0 - row * (row_h + v_spacing)
-        x_domain = [_round(x0), _round(min(x0 + col_w, 1.0))]
+        x_domain = [_round(x0), _round(min(x0 + col_w - legend_w, 1.0))]
         y_domain = [_round(max(y1 - row_h, 0.0)), _round(y1)]
         suffix = "" if k == 0 else str(k + 1)
         xref, yref = f"x{suffix}", f"y{suffix}"
+        legend = "legend"
+        if per_panel:
+            legend = "legend" if k == 0 else f"legend{k + 1}"
+            in_legend = set()  # each legend names its own panel's lines
+            layout[legend] = {"font": {"size": 11}, "x": _round(x_domain[1] + _LEGEND_GAP),
+                              "xanchor": "left", "y": y_domain[1], "yanchor": "top",
+                              "bgcolor": "rgba(255, 255, 255, 0)"}
 
         x_axis: dict[str, Any] = {
             "domain": x_domain,
@@ -113,7 +140,7 @@ def plotly_figure(fig: model.Figure) -> dict[str, Any]:
             y_axis.update(type="category", showgrid=False)
         else:
             for trace in panel.traces:
-                data.extend(_line_traces(trace, colors, xref, yref, in_legend))
+                data.extend(_line_traces(trace, colors, xref, yref, in_legend, legend))
             if any(t.x_labels is not None for t in panel.traces):
                 x_axis["type"] = "category"
             elif panel.x_log:
@@ -121,14 +148,27 @@ def plotly_figure(fig: model.Figure) -> dict[str, Any]:
                 # label 20 and 30 as "2" and "3".
                 ticks = sorted({_clean(x) for tr in panel.traces for x in tr.x} - {None})
                 x_axis.update(type="log", tickvals=ticks, ticktext=[f"{x:g}" for x in ticks])
+            if panel.y_log:
+                # Plain numbers at round values (plotly's own log ticks label 2 and 5 of
+                # a decade in small digits, hard to read).
+                ticks = log_ticks(*_y_extent(panel))
+                y_axis.update(type="log", tickvals=ticks, ticktext=[f"{v:g}" for v in ticks])
         if panel.y_range is not None:
-            y_axis["range"] = [_clean(panel.y_range[0]), _clean(panel.y_range[1])]
-        shapes.extend(_line_shapes(panel, xref, yref, in_legend))
+            y_range = [_clean(panel.y_range[0]), _clean(panel.y_range[1])]
+            if panel.y_log:  # plotly takes a log axis' range as logs
+                y_range = [math.log10(v) if v is not None and v > 0 else None
+                           for v in y_range]
+            y_axis["range"] = y_range
+        shapes.extend(_line_shapes(panel, xref, yref, in_legend, legend))
         layout[f"xaxis{suffix}"] = x_axis
         layout[f"yaxis{suffix}"] = y_axis
+        title = f"<b>{plotly_text(panel.title)}</b>"
+        subtitle = panel_subtitle(panel)
+        if subtitle:
+            title += f'<br><span style="font-size: 11px">{plotly_text(subtitle)}</span>'
         annotations.append(
             {
-                "text": f"<b>{plotly_text(panel.title)}</b>",
+                "text": title,
                 "x": (x_domain[0] + x_domain[1]) / 2,
                 "y": y_domain[1],
                 "xref": "paper",
@@ -154,6 +194,41 @@ def plotly_text(text: str) -> str:
     when it draws) and with braces as entities, so that no ``%{...}`` in a name is read as
     a hover-template variable."""
     return html.escape(str(text), quote=False).replace("{", "&#123;").replace("}", "&#125;")
+
+
+def panel_subtitle(panel: model.Panel) -> str:
+    """The line under ``panel``'s title: its own subtitle, or a heatmap's marks with their
+    values ("AdaCos dynamic 0.9090 · AdaCos fixed 0.9070")."""
+    if panel.subtitle or panel.heatmap is None:
+        return panel.subtitle
+    marks = [(label, _clean(v)) for label, v in panel.heatmap.marks.items()]
+    return " · ".join(f"{label} {v:.4f}" for label, v in marks if v is not None)
+
+
+def legend_entries(panel: model.Panel) -> list[str]:
+    """What ``panel``'s legend lists: its traces' names, then its lines' labels."""
+    names = [t.name for t in panel.traces] + [v.label for v in panel.vlines] \
+        + [h.label for h in panel.hlines]
+    return list(dict.fromkeys(names))
+
+
+def own_legends(panels: Sequence[model.Panel]) -> bool:
+    """Whether each panel gets a legend of its own: when no panel's traces include every
+    other panel's (panels that show different things). Panels showing the same traces
+    (the convergence figure: one configuration per colour in every panel) share one
+    legend; one legend for panels of different traces would give one colour two
+    meanings (s = 4 on the left, cosface m = 0.1 on the right)."""
+    names = [{t.name for t in p.traces} for p in panels if p.heatmap is None and p.traces]
+    if len(names) < 2:
+        return False
+    return not any(all(other <= one for other in names) for one in names)
+
+
+def _legend_width(panel: model.Panel) -> float:
+    """The width of ``panel``'s own legend as a fraction of the plotting width: the
+    line sample (about 45 px) and about 6.5 px a character at 11 px."""
+    longest = max((len(e) for e in legend_entries(panel)), default=0)
+    return 0.0 if not longest else (45 + 6.5 * longest) / _REFERENCE_PX
 
 
 def trace_colors(fig: model.Figure) -> dict[str, str]:
@@ -188,6 +263,30 @@ def color_range(heatmap: model.Heatmap) -> tuple[float, float]:
     return lo, hi
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Round values for a log axis over [lo, hi] (both > 0): 1, 2 and 5 of each decade,
+    or finer steps when that gives fewer than three."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi <= lo:
+        return []
+    for mantissas in ((1.0, 2.0, 5.0), (1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 7.0)):
+        ticks = [round(m * 10.0 ** k, 12)
+                 for k in range(math.floor(math.log10(lo)), math.floor(math.log10(hi)) + 1)
+                 for m in mantissas if lo <= m * 10.0 ** k <= hi]
+        if len(ticks) >= 3:
+            break
+    return ticks
+
+
+def _y_extent(panel: model.Panel) -> tuple[float, float]:
+    """The smallest and largest positive y of ``panel``'s traces, bands and lines."""
+    values = [v for t in panel.traces for series in (t.y, t.y_low or [], t.y_high or [])
+              for v in _clean_list(series) if v is not None and v > 0]
+    values += [v for v in (_clean(h.y) for h in panel.hlines) if v is not None and v > 0]
+    if panel.y_range is not None:
+        values += [v for v in _clean_list(panel.y_range) if v is not None and v > 0]
+    return (min(values), max(values)) if values else (math.nan, math.nan)
+
+
 def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
     """About ``target`` round values (steps of 1, 2, 2.5 or 5 × 10^k) within [lo, hi]."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
@@ -213,6 +312,7 @@ def _line_traces(
     xref: str,
     yref: str,
     in_legend: set[str],
+    legend: str = "legend",
 ) -> list[dict[str, Any]]:
     color = trace.color or colors.get(trace.name, PALETTE[0])
     name = plotly_text(trace.name)
@@ -237,6 +337,7 @@ def _line_traces(
         "yaxis": yref,
         "legendgroup": group,
         "showlegend": group not in in_legend,
+        "legend": legend,
         "connectgaps": False,
         "line": {"color": color, "width": trace.width, "dash": _DASH.get(trace.dash, "solid")},
         "marker": {"color": color, "size": 7},
@@ -277,6 +378,7 @@ def _line_traces(
                 "yaxis": yref,
                 "legendgroup": group,  # toggles with its line
                 "showlegend": False,
+                "legend": legend,
                 "hoverinfo": "skip",
             }
             if fill == color:  # not "#rrggbb": make the whole band trace translucent
@@ -310,37 +412,35 @@ def _band_polygons(
 
 
 def _line_shapes(
-    panel: model.Panel, xref: str, yref: str, in_legend: set[str]
+    panel: model.Panel, xref: str, yref: str, in_legend: set[str], legend: str = "legend"
 ) -> list[dict[str, Any]]:
-    """Vertical and horizontal lines across the whole panel, each with its label on the
-    line and once in the legend (shapes in data units on the one axis, in fractions of
-    the panel on the other; plotly takes data values, not logs, for shapes on log axes)."""
+    """Vertical and horizontal lines across the whole panel, each named once in the
+    legend and not on the line: a label inside the panel prints over the curves, and
+    two lines close together (s_f of two C) print their labels over each other. Shapes
+    in data units on the one axis, in fractions of the panel on the other; plotly takes
+    data values, not logs, for shapes on log axes."""
     shapes = []
     for vline in panel.vlines:
         x = _clean(vline.x)
         if x is None:
             continue
         shapes.append(
-            _shape(vline.label, vline.color, vline.dash, in_legend)
-            | {"xref": xref, "yref": f"{yref} domain", "x0": x, "x1": x, "y0": 0, "y1": 1,
-               # Level, just right of the line's top, inside the panel: along the line
-               # it would run into the panel's title.
-               "label": _shape_label(vline.label, vline.color, "end")
-               | {"textangle": 0, "xanchor": "left", "yanchor": "top"}}
+            _shape(vline.label, vline.color, vline.dash, in_legend, legend)
+            | {"xref": xref, "yref": f"{yref} domain", "x0": x, "x1": x, "y0": 0, "y1": 1}
         )
     for hline in panel.hlines:
         y = _clean(hline.y)
         if y is None:
             continue
         shapes.append(
-            _shape(hline.label, hline.color, hline.dash, in_legend)
-            | {"xref": f"{xref} domain", "yref": yref, "x0": 0, "x1": 1, "y0": y, "y1": y,
-               "label": _shape_label(hline.label, hline.color, "end")}
+            _shape(hline.label, hline.color, hline.dash, in_legend, legend)
+            | {"xref": f"{xref} domain", "yref": yref, "x0": 0, "x1": 1, "y0": y, "y1": y}
         )
     return shapes
 
 
-def _shape(label: str, color: str, dash: str, in_legend: set[str]) -> dict[str, Any]:
+def _shape(label: str, color: str, dash: str, in_legend: set[str],
+           legend: str) -> dict[str, Any]:
     group = f"line:{label}"
     shape = {
         "type": "line",
@@ -348,15 +448,11 @@ def _shape(label: str, color: str, dash: str, in_legend: set[str]) -> dict[str, 
         "name": plotly_text(label),
         "legendgroup": group,
         "showlegend": group not in in_legend,
+        "legend": legend,
         "layer": "above",
     }
     in_legend.add(group)
     return shape
-
-
-def _shape_label(label: str, color: str, position: str) -> dict[str, Any]:
-    return {"text": plotly_text(label), "textposition": position,
-            "font": {"size": 10, "color": color}}
 
 
 # --------------------------------------------------------------------------- heatmaps
@@ -368,18 +464,24 @@ def _heatmap_trace(
     heatmap = panel.heatmap
     assert heatmap is not None
     lo, hi = color_range(heatmap)
-    tickvals, ticktext = _colorbar_ticks(heatmap, lo, hi)
+    ticks = nice_ticks(lo, hi)
     x_label = plotly_text(panel.x_title) or "x"
     y_label = plotly_text(panel.y_title) or "y"
     value_label = plotly_text(heatmap.colorbar_title) or "value"
+    hover = heatmap.hover if heatmap.hover is not None else heatmap.text
     return {
         "type": "heatmap",
         "x": [plotly_text(label) for label in heatmap.x_labels],
         "y": [plotly_text(label) for label in heatmap.y_labels],
         "z": [_clean_list(row) for row in heatmap.z],
         "text": [[plotly_text(cell) for cell in row] for row in heatmap.text],
+        "customdata": [[plotly_text(cell) for cell in row] for row in hover],
         "texttemplate": "%{text}",
-        "textfont": {"size": 11},
+        # No font size: plotly.js then fits it to the cells ("auto", which plotly.py's
+        # validator does not accept written out), from their size in pixels, also after
+        # a resize, at most the layout's 12 px. A fixed size ran a long label into the
+        # next cell on a narrow page.
+        "textfont": {},
         "xaxis": xref,
         "yaxis": yref,
         "colorscale": DIVERGING_SCALE if heatmap.center is not None else SEQUENTIAL_SCALE,
@@ -394,7 +496,7 @@ def _heatmap_trace(
         "showscale": True,
         "hovertemplate": (
             f"{x_label} = %{{x}}<br>{y_label} = %{{y}}<br>{value_label} = %{{z:.4~g}}"
-            "<extra></extra>"
+            "<br>%{customdata}<extra></extra>"
         ),
         "colorbar": {
             # Above the bar: on its right the title would push into the next panel.
@@ -405,45 +507,25 @@ def _heatmap_trace(
             "yanchor": "bottom",
             "len": 0.9 * (y_domain[1] - y_domain[0]),
             "thickness": 14,
+            # Round values only: the marks are named under the panel's title, where two
+            # close marks cannot print over each other or into the next panel.
             "tickmode": "array",
-            "tickvals": tickvals,
-            "ticktext": ticktext,
+            "tickvals": ticks,
+            "ticktext": [f"{t:.4g}" for t in ticks],
             "ticks": "outside",
             "ticklen": 6,
         },
     }
 
 
-def _colorbar_ticks(heatmap: model.Heatmap, lo: float, hi: float) -> tuple[list, list]:
-    """Round ticks plus one labelled tick per mark; a round tick too close to a mark is
-    dropped so that the two labels do not overlap."""
-    marks = [(label, _clean(v)) for label, v in heatmap.marks.items()]
-    marks = [(label, v) for label, v in marks if v is not None]
-    min_gap = 0.06 * (hi - lo)
-    vals: list[float] = []
-    text: list[str] = []
-    for tick in nice_ticks(lo, hi):
-        if all(abs(tick - v) >= min_gap for _, v in marks):
-            vals.append(tick)
-            text.append(f"{tick:.4g}")
-    for label, v in marks:
-        vals.append(v)
-        text.append(f"<b>◀ {plotly_text(label)}</b> {v:.4g}")
-    return vals, text
-
-
 # --------------------------------------------------------------------------- numbers
 
 
 def _horizontal_spacing(panels: Sequence[model.Panel]) -> float:
-    """Room between columns: colour bars, and the labels of their marks, sit there."""
-    spacing = _H_SPACING
-    for panel in panels:
-        if panel.heatmap is not None:
-            longest = max((len(label) for label in panel.heatmap.marks), default=0)
-            # About 7 px per character of a mark label on a page about 1100 px wide.
-            spacing = max(spacing, min(0.4, (90 + 7 * (longest + 8)) / 1100))
-    return spacing
+    """Room between columns: the colour bars of heatmaps sit there."""
+    if any(panel.heatmap is not None for panel in panels):
+        return max(_H_SPACING, _HEATMAP_GAP_PX / _REFERENCE_PX)
+    return _H_SPACING
 
 
 def _clean(value: Any) -> float | None:

@@ -97,7 +97,35 @@ def render_markdown(report: model.Report) -> str:
 
     if report.answer:
         out += _answer(report.answer)
-    out += ["## Verdicts", ""]
+    if report.matrix or report.verdicts:
+        out += _verdicts(report, figure_ids)
+    for section in report.sections:
+        out += [f"## {md_text(section.title)}", ""]
+        for paragraph in section.paragraphs:
+            out += [md_paragraph(paragraph), ""]
+        if section.matrix and section.matrix.rows:
+            out += _matrix(section.matrix, links=False)
+        for table in section.tables:
+            if table.caption:  # above its table: it names what follows
+                out += [f"**{md_text(table.caption).strip()}**", ""]
+            out += _pipe_table([md_cell(c) for c in table.columns],
+                               [[md_cell(c) for c in row] for row in table.rows])
+            out.append("")
+        for figure in section.figures:
+            # GitHub keeps the anchor (as "user-content-fig-…") and follows "#fig-…".
+            out += [f'<a id="fig-{figure.id}"></a>', "", f"### {md_text(figure.title)}", "",
+                    f"![{md_text(figure.title)}](figures/{figure.id}.png)", ""]
+            for note in figure.notes:  # e.g. the recommendation under the heatmaps
+                out += [f"**{md_text(note).strip()}**", ""]
+            if figure.caption:
+                out += [f"*{md_text(figure.caption).strip()}*", ""]
+    if report.manifest:
+        out += _manifest(report)
+    return "\n".join(out)
+
+
+def _verdicts(report: model.Report, figure_ids: set[str]) -> list[str]:
+    out = ["## Verdicts", ""]
     if report.matrix and report.matrix.rows:
         out += _matrix(report.matrix)
         out += ["*Each cell is one part of a claim: a setting (C, embedding dimension D, "
@@ -109,32 +137,25 @@ def render_markdown(report: model.Report) -> str:
             out += _claim_details(row, figure_ids)
     else:
         out += ["No claim was evaluated.", ""]
+    return out
 
-    for section in report.sections:
-        out += [f"## {md_text(section.title)}", ""]
-        for paragraph in section.paragraphs:
-            out += [md_paragraph(paragraph), ""]
-        for table in section.tables:
-            if table.caption:  # above its table: it names what follows
-                out += [f"**{md_text(table.caption).strip()}**", ""]
-            out += _pipe_table([md_cell(c) for c in table.columns],
-                               [[md_cell(c) for c in row] for row in table.rows])
-            out.append("")
-        for figure in section.figures:
-            # GitHub keeps the anchor (as "user-content-fig-…") and follows "#fig-…".
-            out += [f'<a id="fig-{figure.id}"></a>', "", f"### {md_text(figure.title)}", "",
-                    f"![{md_text(figure.title)}](figures/{figure.id}.png)", ""]
-            if figure.caption:
-                out += [f"*{md_text(figure.caption).strip()}*", ""]
 
+def _manifest(report: model.Report) -> list[str]:
     manifest = json.dumps(report.manifest, indent=2, ensure_ascii=False, default=str)
     # Literal inside the fence already, but a viewer that ignores fences (or a reader
     # grepping for "<script") should not meet run-derived markup either; "\u003c" is
     # the same JSON string.
     manifest = re.sub("[<>&]", lambda m: f"\\u{ord(m.group()):04x}", manifest)
     fence = "`" * max(3, _longest_backtick_run(manifest) + 1)  # a "```" inside cannot close it
-    out += ["## Run manifest", "", f"{fence}json", manifest, fence, ""]
-    return "\n".join(out)
+    out = ["## Run manifest", ""]
+    if report.manifest_summary:
+        out += _pipe_table(["what", "value"], [[md_cell(c) for c in row]
+                                               for row in report.manifest_summary.rows])
+        out.append("")
+    # Folded (GitHub renders <details> and the fence inside it): it is long.
+    out += ["<details><summary>The whole manifest (manifest.json)</summary>", "",
+            f"{fence}json", manifest, fence, "", "</details>", ""]
+    return out
 
 
 def _answer(box: model.AnswerBox) -> list[str]:
@@ -152,9 +173,9 @@ def _answer(box: model.AnswerBox) -> list[str]:
     return out
 
 
-def _matrix(matrix: model.VerdictMatrix) -> list[str]:
+def _matrix(matrix: model.VerdictMatrix, links: bool = True) -> list[str]:
     """The verdict matrix as a pipe table; a column's header names its setting and head
-    (pipe tables have one header row)."""
+    (pipe tables have one header row). `links`: claim ids link to their details."""
     settings = [label for label, span in matrix.groups for _ in range(span)]
     columns = ["Claim", "Verdict", *(f"{md_cell(head)}<br>{md_cell(setting)}"
                                      for setting, head in zip(settings, matrix.columns,
@@ -168,8 +189,9 @@ def _matrix(matrix: model.VerdictMatrix) -> list[str]:
                 f"{VERDICT_MARK.get(chip.verdict, '⚪')} "
                 + (f"{md_cell(chip.label)}: " if chip.label else "") + md_cell(chip.text)
                 for chip in cell) or " ")
-        rows.append([f"[**{md_cell(row.claim_id)}**](#claim-{row.claim_id.lower()}) "
-                     f"{md_cell(row.claim)}{basis}",
+        claim_id = (f"[**{md_cell(row.claim_id)}**](#claim-{row.claim_id.lower()})"
+                    if links else f"**{md_cell(row.claim_id)}**")
+        rows.append([f"{claim_id} {md_cell(row.claim)}{basis}",
                      f"{VERDICT_MARK.get(row.verdict, '⚪')} **{md_cell(row.verdict)}**",
                      *cells])
     return [*_pipe_table(columns, rows), ""]
@@ -186,7 +208,11 @@ def _claim_details(row: model.VerdictRow, figure_ids: set[str]) -> list[str]:
     if row.lead:
         out += [md_paragraph(row.lead), ""]
     if row.parts:
-        out += [f"- {md_text(part)}" for part in row.parts] + [""]
+        figures = row.part_figures or [None] * len(row.parts)
+        out += [f"- {md_text(part)}" + (
+            f" · [figure](#fig-{figure})" if figure and figure in figure_ids
+            and figure != row.figure_id else "")
+            for part, figure in zip(row.parts, figures, strict=True)] + [""]
     elif not row.lead:
         out += [md_paragraph(row.reason), ""]
     if row.family:

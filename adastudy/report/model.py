@@ -10,6 +10,7 @@ statically with matplotlib beside the Markdown. Every string here may come from 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 __all__ = ["AnswerBox", "Chip", "Figure", "HLine", "Heatmap", "MatrixRow", "Panel", "Report",
@@ -56,9 +57,13 @@ class HLine:
 @dataclass(frozen=True)
 class Heatmap:
     """A metric over a grid: `z[i][j]` at row `y_labels[i]`, column `x_labels[j]` (NaN:
-    no value). `text[i][j]` is written in the cell. The colour scale is diverging and
-    centred on `center` (e.g. AdaCos's mean); `marks` are values labelled on the colour
-    bar (e.g. {"AdaCos fixed": 0.93})."""
+    no value). `text[i][j]` is written in the cell (keep it short: the renderers shrink
+    the font to fit the smallest cell) and `hover[i][j]`, when given, is the cell's
+    longer hover label (e.g. the mean with its std and seed count). The colour scale is
+    diverging and centred on `center` (e.g. AdaCos's mean); `marks` are reference values
+    inside the colour range (e.g. {"AdaCos fixed": 0.93}), named under the panel's title
+    and drawn as lines across the colour bar, never as text on it (two close marks
+    would print on top of each other)."""
 
     x_labels: list[str]
     y_labels: list[str]
@@ -67,6 +72,7 @@ class Heatmap:
     colorbar_title: str
     center: float | None = None
     marks: dict[str, float] = field(default_factory=dict)
+    hover: list[list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,18 +86,26 @@ class Panel:
     hlines: list[HLine] = field(default_factory=list)
     x_log: bool = False
     y_range: tuple[float, float] | None = None
+    #: A log y axis (for a curve far above the others; say so in `y_title`).
+    y_log: bool = False
+    #: A second, smaller line under the title (a heatmap with marks gets them there
+    #: when this is empty).
+    subtitle: str = ""
 
 
 @dataclass(frozen=True)
 class Figure:
     """A figure of one or more panels side by side (`columns` per row). `id` is a
-    file-safe name: the static image is `figures/<id>.png`."""
+    file-safe name: the static image is `figures/<id>.png`. `notes` are lines shown
+    under the figure, above its caption, as text of the page (e.g. the recommendation
+    under the heatmaps)."""
 
     id: str
     title: str
     panels: list[Panel]
     caption: str = ""
     columns: int = 2
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,9 @@ class VerdictRow:
     basis: str = "measured"
     family: str = ""
     lead: str = ""
+    #: The figure that shows each part (aligned with `parts`; None: no figure), so a part
+    #: decided on another variant links to that variant's figure.
+    part_figures: list[str | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -166,13 +183,16 @@ class AnswerBox:
 
 @dataclass(frozen=True)
 class Section:
-    """A titled part of the report: paragraphs of text, then tables, then figures."""
+    """A titled part of the report: paragraphs of text, a verdict matrix, then tables,
+    then figures."""
 
     id: str
     title: str
     paragraphs: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    #: A verdict matrix shown in the section (a comparison has one per run).
+    matrix: VerdictMatrix | None = None
 
 
 @dataclass(frozen=True)
@@ -190,3 +210,10 @@ class Report:
     #: The answer's and the verdicts' numbers as plain JSON, for scripts
     #: (`adastudy report --json`).
     data: dict[str, Any] = field(default_factory=dict)
+    #: The manifest's main facts, shown above the whole (folded) manifest.
+    manifest_summary: Table | None = None
+    #: The run folder the report was built from (identifies it: see `report.write`).
+    run_dir: Path | None = None
+    #: What the report is of, when not one run folder (a comparison: its runs); see
+    #: `report.run_identity`.
+    identity: dict[str, Any] | None = None

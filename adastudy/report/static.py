@@ -15,7 +15,13 @@ import numpy as np
 
 from adastudy import store
 from adastudy.report import model
-from adastudy.report.interactive import color_range, trace_colors
+from adastudy.report.interactive import (
+    color_range,
+    log_ticks,
+    nice_ticks,
+    panel_subtitle,
+    trace_colors,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -26,6 +32,10 @@ __all__ = ["DPI", "save_png"]
 DPI = 110
 #: Inches per panel: two panels side by side make a PNG about 1400 px wide at `DPI`.
 PANEL_SIZE_IN = (6.4, 4.4)
+#: Cell labels of a heatmap: at most this size, shrunk to fit the cells, and left out
+#: (the PNG has no hover) below the smallest readable size.
+CELL_FONT_PT = 9.0
+MIN_CELL_FONT_PT = 5.0
 BAND_ALPHA = 0.18
 NAN_COLOR = "#f0f0f0"
 _LINESTYLE = {"solid": "-", "dash": "--", "dot": ":"}
@@ -45,6 +55,7 @@ def save_png(fig: model.Figure, path: Path) -> Path:
 
 
 def _draw(fig: model.Figure) -> MplFigure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     n = max(len(fig.panels), 1)
@@ -53,22 +64,28 @@ def _draw(fig: model.Figure) -> MplFigure:
     width = PANEL_SIZE_IN[0] * columns
     height = PANEL_SIZE_IN[1] * rows + 0.4
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)  # a renderer to measure text with (`_fit_cell_labels`)
     axes = figure.subplots(rows, columns, squeeze=False)
     if fig.title:
         figure.suptitle(_text(fig.title), fontsize=13, fontweight="bold")
     colors = trace_colors(fig)
+    cell_labels: list[tuple[Axes, list]] = []
     for k, ax in enumerate(axes.flat):
         if k >= len(fig.panels):
             ax.set_axis_off()
             continue
         panel = fig.panels[k]
         if panel.heatmap is not None:
-            _draw_heatmap(figure, ax, panel, panel.heatmap)
+            cell_labels.append((ax, _draw_heatmap(figure, ax, panel, panel.heatmap)))
         else:
             _draw_lines(ax, panel, colors)
-        ax.set_title(_text(panel.title), fontsize=11)
+        subtitle = panel_subtitle(panel)
+        ax.set_title(_text(panel.title) + (f"\n{_text(subtitle)}" if subtitle else ""),
+                     fontsize=11 if not subtitle else 10)
         ax.set_xlabel(_text(panel.x_title))
         ax.set_ylabel(_text(panel.y_title))
+    if cell_labels:
+        _fit_cell_labels(figure, cell_labels)
     return figure
 
 
@@ -127,8 +144,18 @@ def _draw_lines(ax: Axes, panel: model.Panel, colors: dict[str, str]) -> None:
         ticks = sorted({x for tr in panel.traces for x in tr.x if math.isfinite(x) and x > 0})
         ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
         ax.minorticks_off()
+    if panel.y_log:
+        ax.set_yscale("log")
     if panel.y_range is not None:
         ax.set_ylim(*panel.y_range)
+    if panel.y_log:
+        from matplotlib.ticker import NullFormatter
+
+        # Plain numbers at round values, the plotly figure's ticks.
+        ticks = log_ticks(*ax.get_ylim())
+        if ticks:
+            ax.set_yticks(ticks, [f"{v:g}" for v in ticks])
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
@@ -147,7 +174,8 @@ def _categories(panel: model.Panel) -> dict[str, int]:
 
 
 def _draw_heatmap(figure: MplFigure, ax: Axes, panel: model.Panel,
-                  heatmap: model.Heatmap) -> None:
+                  heatmap: model.Heatmap) -> list:
+    """Draw the heatmap; its cell labels (sized later, by `_fit_cell_labels`)."""
     from matplotlib import colormaps
     from matplotlib.colors import CenteredNorm, Normalize
 
@@ -156,7 +184,7 @@ def _draw_heatmap(figure: MplFigure, ax: Axes, panel: model.Panel,
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         ax.set_xticks([])
         ax.set_yticks([])
-        return
+        return []
     lo, hi = color_range(heatmap)
     if heatmap.center is not None:
         cmap = colormaps["RdBu"].with_extremes(bad=NAN_COLOR)
@@ -172,30 +200,56 @@ def _draw_heatmap(figure: MplFigure, ax: Axes, panel: model.Panel,
     ax.set_yticks(range(rows), [_text(label) for label in heatmap.y_labels[:rows]])
     if cols and max(len(label) for label in heatmap.x_labels[:cols]) * cols > 50:
         ax.tick_params(axis="x", labelrotation=30)
-    fontsize = 9 if cols <= 8 else 7 if cols <= 14 else 6
+    labels = []
     for i, row in enumerate(heatmap.text[:rows]):
         for j, cell in enumerate(row[:cols]):
             if not cell:
                 continue
             value = z[i, j]
             dark = (value is not np.ma.masked) and _is_dark(cmap(norm(float(value))))
-            ax.text(j, i, _text(cell), ha="center", va="center", fontsize=fontsize,
-                    color="white" if dark else "black")
+            label = ax.text(j, i, _text(cell), ha="center", va="center", fontsize=CELL_FONT_PT,
+                            color="white" if dark else "black", clip_on=True)
+            label.set_in_layout(False)  # inside its cell: no room to make for it
+            labels.append(label)
     for spine in ax.spines.values():
         spine.set_visible(False)
 
-    bar = figure.colorbar(image, ax=ax, fraction=0.08, pad=0.02)
+    # Beside its own panel: a small fraction of the panel's width, a small pad.
+    bar = figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     bar.set_label(_text(heatmap.colorbar_title))
-    marks = [(label, float(v)) for label, v in heatmap.marks.items() if math.isfinite(v)]
-    if marks:
-        # Each mark is a black line across the bar, labelled on the bar's left side
-        # (the right side keeps the ordinary value ticks).
-        for _, value in marks:
-            bar.ax.axhline(value, color="black", linewidth=2.2)
-        side = bar.ax.secondary_yaxis("left")
-        side.set_ticks([v for _, v in marks],
-                       [f"{_text(label)} {v:.4g}" for label, v in marks])
-        side.tick_params(labelsize=8, length=8, width=1.4)
+    ticks = nice_ticks(lo, hi)
+    bar.set_ticks(ticks, labels=[f"{t:.4g}" for t in ticks])
+    # Each mark is a black line across the bar, not labelled there (two close marks
+    # would print over each other): the panel's subtitle names them with their values.
+    for value in heatmap.marks.values():
+        if math.isfinite(value):
+            bar.ax.axhline(value, color="black", linewidth=2.0)
+    return labels
+
+
+def _fit_cell_labels(figure: MplFigure, cell_labels: list[tuple[Axes, list]]) -> None:
+    """Shrink each heatmap's cell labels, all to one size, to fit inside the cells, as
+    laid out; below `MIN_CELL_FONT_PT` they are left out."""
+    figure.draw_without_rendering()  # the layout, so the cells have their final size
+    renderer = figure.canvas.get_renderer()
+    for ax, labels in cell_labels:
+        if not labels:
+            continue
+        box = ax.get_window_extent(renderer)
+        x_lo, x_hi = ax.get_xlim()
+        y_lo, y_hi = ax.get_ylim()
+        cell_w = box.width / abs(x_hi - x_lo)  # one cell is one data unit
+        cell_h = box.height / abs(y_hi - y_lo)
+        scale = 1.0
+        for label in labels:
+            extent = label.get_window_extent(renderer)
+            if extent.width > 0 and extent.height > 0:
+                # 0.9: a margin to the cell's edge (and to the gap of the next cell).
+                scale = min(scale, 0.9 * cell_w / extent.width, 0.9 * cell_h / extent.height)
+        size = CELL_FONT_PT * scale
+        for label in labels:
+            label.set_fontsize(size)
+            label.set_visible(size >= MIN_CELL_FONT_PT)
 
 
 def _is_dark(rgba: tuple[float, float, float, float]) -> bool:

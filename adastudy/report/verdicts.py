@@ -13,8 +13,14 @@ import numpy as np
 from adastudy import claims, theory
 from adastudy.claims import Evidence, Verdict
 from adastudy.report.model import AnswerBox, Chip, MatrixRow, Table, VerdictMatrix, VerdictRow
+from adastudy.spec import MAIN_VARIANT
 
 __all__ = ["answer_box", "fmt_number", "summary", "verdict_matrix", "verdict_rows"]
+
+
+def figure_id(base: str, variant: str) -> str:
+    """"heatmaps" for the main variant, "heatmaps-c1000" for variant c1000."""
+    return base if variant == MAIN_VARIANT else f"{base}-{variant}"
 
 
 def fmt_number(value: Any, digits: int = 4) -> str:
@@ -30,12 +36,25 @@ def fmt_number(value: Any, digits: int = 4) -> str:
 
 
 def verdict_rows(verdicts: list[Verdict], figures: set[str]) -> list[VerdictRow]:
-    return [VerdictRow(v.claim_id, v.claim, v.verdict, v.reason,
-                       {k: fmt_number(val) for k, val in v.numbers.items()},
-                       v.figure if v.figure in figures else None,
-                       parts=[p.text for p in v.parts], basis=v.basis, family=v.family,
-                       lead=v.lead)
-            for v in verdicts]
+    """Each claim's row; its figure link goes to the variant whose part decided the
+    verdict (the first part with the claim's verdict), each part links to its own."""
+    def shown(figure: str | None, variant: str) -> str | None:
+        """The variant's version of a figure, else the study-wide one, if it is shown."""
+        if figure is None:
+            return None
+        own = figure_id(figure, variant)
+        return own if own in figures else figure if figure in figures else None
+
+    rows = []
+    for v in verdicts:
+        part_figures = [shown(v.figure, p.variant) for p in v.parts]
+        deciding = next((i for i, p in enumerate(v.parts) if p.verdict == v.verdict), None)
+        link = part_figures[deciding] if deciding is not None else shown(v.figure, MAIN_VARIANT)
+        rows.append(VerdictRow(v.claim_id, v.claim, v.verdict, v.reason,
+                               {k: fmt_number(val) for k, val in v.numbers.items()},
+                               link, parts=[p.text for p in v.parts], basis=v.basis,
+                               family=v.family, lead=v.lead, part_figures=part_figures))
+    return rows
 
 
 def _plain(part: claims.Part) -> str:
