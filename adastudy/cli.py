@@ -1,17 +1,26 @@
 """The ``adastudy`` command line: thin Typer commands that parse, call one function, print.
 
-Any `AdastudyError` (a user error) becomes one line ``error: <message>`` on stderr and
-exit code 2, with the traceback before it only under ``adastudy --debug ...``. The
-handling lives in the app's group (`_Group.invoke`), so every command gets it, under
-`main` and under ``typer.testing.CliRunner`` alike.
+Any user error becomes one line ``error: <message>`` on stderr and exit code 2: an
+`AdastudyError` (with the traceback before it only under ``adastudy --debug ...``) and
+a usage error of the command line itself (an unknown option, a bad or missing value, a
+choice not in the list). The handling lives in the app's group (`_Group.invoke` and
+`_Group.main`), so every command gets it, under `main` and under
+``typer.testing.CliRunner`` alike.
+
+The help has one style for every command (`_Command`, which `app.command()` uses by
+default): ``-h`` or ``--help``, no ``<bool>`` after a flag, plain ``SPEC`` in the usage
+line, each choice listed, every default written ``[default: ...]``.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import sys
+import time
 import traceback
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -19,12 +28,20 @@ import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape as rich_escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from adastudy import __version__
 from adastudy.errors import AdastudyError, ParameterError
+from adastudy.theory import HEAD_NAMES
 
 __all__ = ["app", "main"]
 
@@ -32,6 +49,7 @@ DEFAULT_SCALES = (8.0, 16.0, 32.0, 64.0)
 DEFAULT_MARGINS_RAD = (0.2, 0.35, 0.5)
 DEFAULT_MARGIN_SCALE = 64.0
 DEFAULT_THEORY_OUT = Path("runs/theory")
+DEFAULT_HEAD = "adacos-dynamic"
 
 
 def _fail(exc: AdastudyError, *, debug: bool) -> NoReturn:
@@ -43,8 +61,89 @@ def _fail(exc: AdastudyError, *, debug: bool) -> NoReturn:
     raise typer.Exit(2)
 
 
-class _Group(TyperGroup):
-    """The app's group: turns an `AdastudyError` from any command into `_fail`."""
+def _click_error(name: str) -> type[Exception]:
+    """Click's exception class `name`, from wherever this typer takes click (typer 0.29
+    vendors it as `typer._click`; older ones use the click package)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+
+
+_UsageError = _click_error("UsageError")
+_ClickException = _click_error("ClickException")
+
+
+def _usage_line(exc: Exception) -> str:
+    """A click usage error as one ``error: ...`` line, with where to read the help."""
+    message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    message = message.replace("Value error, ", "").rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and isinstance(exc, _UsageError):
+        message += f"; see '{ctx.command_path} -h'"
+    return f"error: {message or type(exc).__name__}"
+
+
+class _HelpStyle:
+    """What `_Command` and `_Group` share: the help option shows no ``<bool>``."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+
+def _tidy_help(command: Any) -> None:
+    """One help style: a flag shows no ``<bool>`` after it; a default given in words
+    (``show_default="runs/<study name>"``) reads ``[default: runs/<study name>]`` like
+    any other, not typer's ``[default: (runs/<study name>)]``; the help text's paragraphs
+    wrap at the terminal, not at the docstring's line ends."""
+    markup = getattr(command, "rich_markup_mode", None)
+    for param in command.params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        described = getattr(param, "show_default", None)
+        if isinstance(described, str):
+            note = f"[default: {described}]"
+            note = rich_escape(note) if markup == "rich" else note
+            param.help = f"{param.help}  {note}" if param.help else note
+            param.show_default = False
+    if command.help:
+        paragraphs = inspect.cleandoc(command.help).split("\n\n")
+        command.help = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+class _Command(_HelpStyle, TyperCommand):
+    """Every command's class (`_App.command` gives it): see `_tidy_help`; the usage line
+    names a required argument plainly (``SPEC``, not typer's ``{SPEC}``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _tidy_help(self)
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                pieces.extend(param.get_usage_pieces(ctx))
+                continue
+            if param.metavar:  # as click: a metavar is written as given
+                pieces.append(param.metavar)
+                continue
+            name = (param.name or "").upper()
+            name = name if param.required else f"[{name}]"
+            pieces.append(name + ("..." if param.nargs != 1 else ""))
+        return pieces
+
+
+class _Group(_HelpStyle, TyperGroup):
+    """The app's group: turns an `AdastudyError` from any command into `_fail`, and a
+    usage error of the command line (click's, which typer would draw as a box) into one
+    ``error:`` line and exit 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _tidy_help(self)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -52,15 +151,75 @@ class _Group(TyperGroup):
         except AdastudyError as exc:
             _fail(exc, debug=bool(ctx.params.get("debug", False)))
 
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:  # the caller handles the exceptions
+            return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            # Not standalone: typer would print a usage error as a box; here it is a line.
+            code = super().main(args=argv, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except _UsageError as exc:
+            code = exc.exit_code  # type: ignore[attr-defined]
+            if type(exc).__name__ == "NoArgsIsHelpError":  # the help, already printed?
+                text = exc.format_message()  # type: ignore[attr-defined]
+                if text.strip():
+                    typer.echo(text, err=True)
+            else:
+                typer.echo(_usage_line(exc), err=True)
+        except _ClickException as exc:  # e.g. a file click could not open
+            typer.echo(_usage_line(exc), err=True)
+            code = exc.exit_code  # type: ignore[attr-defined]
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            code = 1
+        except AdastudyError as exc:  # raised outside a command, e.g. by a global option
+            try:
+                _fail(exc, debug="--debug" in argv)
+            except typer.Exit as done:
+                code = done.exit_code
+        sys.exit(code if isinstance(code, int) else 0)
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    """The Typer app; its commands are `_Command`s unless one asks for another class."""
+
+    def command(self, name: str | None = None, *, cls: Any = None, **kwargs: Any) -> Any:
+        return super().command(name, cls=cls or _Command, **kwargs)
+
+
+app = _App(
     name="adastudy",
     cls=_Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Hyperparameter studies of cosine-softmax losses (CosFace, ArcFace) against AdaCos.",
 )
+
+
+class _Backend(str, Enum):
+    optuna = "optuna"
+    ray = "ray"
+
+
+class _Direction(str, Enum):
+    maximize = "maximize"
+    minimize = "minimize"
+
+
+class _ExportFormat(str, Enum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+def _choice(value: Any) -> Any:
+    """The plain value of a choice (typer hands an Enum member; None stays None)."""
+    return getattr(value, "value", value)
 
 
 def _print_version(value: bool) -> None:
@@ -129,9 +288,8 @@ def theory(
         typer.Option(
             "--s",
             metavar="S[,S...]",
-            help="Scale(s) s for NormFace rows and panel (a); repeat or comma-separate. "
-            f"Default: {', '.join(f'{s:g}' for s in DEFAULT_SCALES)}.",
-            show_default=False,
+            help="Scale(s) s for NormFace rows and panel (a); repeat or comma-separate.",
+            show_default=", ".join(f"{s:g}" for s in DEFAULT_SCALES),
         ),
     ] = None,
     margins: Annotated[
@@ -139,9 +297,8 @@ def theory(
         typer.Option(
             "--m",
             metavar="M[,M...]",
-            help="Margin(s) m in radians for CosFace / ArcFace; repeat or comma-separate. "
-            f"Default: {', '.join(f'{m:g}' for m in DEFAULT_MARGINS_RAD)}.",
-            show_default=False,
+            help="Margin(s) m in radians for CosFace / ArcFace; repeat or comma-separate.",
+            show_default=", ".join(f"{m:g}" for m in DEFAULT_MARGINS_RAD),
         ),
     ] = None,
     margin_scale: Annotated[
@@ -208,8 +365,8 @@ def theory(
 def main() -> None:
     """Console-script entry point (``adastudy``).
 
-    Commands already turn user errors into ``error: ...`` and exit 2 (see `_Group`);
-    this also catches one raised outside a command, e.g. while parsing global options.
+    The group turns user errors into ``error: ...`` and exit 2 (see `_Group.main`),
+    including one raised outside a command; this is a last guard for any other way in.
     """
     try:
         app(prog_name="adastudy")
@@ -223,32 +380,46 @@ def main() -> None:
 @app.command()
 def train(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (TOML).")],
-    head: Annotated[
-        str,
-        typer.Option(
-            "--head",
-            help="softmax, normface, cosface, arcface, adacos-fixed or adacos-dynamic.",
-        ),
-    ] = "adacos-dynamic",
+    head_choice: Annotated[
+        str | None,  # checked by check_head_params: "unknown head ...; choose one of ..."
+        typer.Option("--head", metavar="HEAD", show_default=DEFAULT_HEAD,
+                     help=f"The head to train: {', '.join(HEAD_NAMES)}."),
+    ] = None,
     s: Annotated[
         float | None,
-        typer.Option("--s", help="Scale (normface, cosface, arcface); default: the head's."),
+        typer.Option("--s", help="Scale (normface, cosface, arcface).",
+                     show_default="the head's"),
     ] = None,
     m: Annotated[
         float | None,
-        typer.Option("--m", help="Margin in radians (cosface, arcface); default: the head's."),
+        typer.Option("--m", help="Margin in radians (cosface, arcface).",
+                     show_default="the head's"),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Trial seed: initialisation, order.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="FILE.json", help="Also write the result (the --json "
+                     "object) to this file; an existing file is refused.", show_default=False),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
     ] = False,
 ) -> None:
-    """Run one trial: train one head with one (s, m, seed) and print its metrics."""
+    """Run one trial: train one head with one (s, m, seed) and print its metrics.
+
+    It takes the spec's data, model and train sections. The heads of a study spec are
+    for `adastudy sweep`: train asks for --head when the spec has some, and notes that
+    it runs that one only."""
     from adastudy import spec as specs
     from adastudy.heads import check_head_params
     from adastudy.train import RecordingReporter, run_trial
 
     study = specs.load(spec_path)
+    listed = ", ".join(study.heads)
+    if study.heads and head_choice is None:
+        raise ParameterError(f"--head: {spec_path} is a study spec ([heads]: {listed}); "
+                             "train runs one head: give --head (sweep runs them all)")
+    head = head_choice or DEFAULT_HEAD
     params = {k: v for k, v in (("s", s), ("m", m)) if v is not None}
     check_head_params(head, **params)
     trial = specs.parse(
@@ -256,21 +427,61 @@ def train(
          "seed": seed},
         str(spec_path), specs.TrialSpec,
     )
+    if out is not None:
+        _check_new_file(out, "--out")
+    if study.heads:  # after every check: an error stays the one line on stderr
+        typer.echo(f"note: train runs one head (--head {head}); the spec's [heads] "
+                   f"({listed}) are for adastudy sweep", err=True)
     reporter = RecordingReporter()
     if as_json:
         result = run_trial(trial, reporter)
-        typer.echo(json.dumps(_json_safe({**result.to_dict(), "series": reporter.rows})))
+        payload = json.dumps(_json_safe({**result.to_dict(), "series": reporter.rows}))
+        if out is not None:
+            _write_new_file(out, payload + "\n")
+        typer.echo(payload)
         return
     with Progress(
         TextColumn(f"{head} seed {seed}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("steps"), TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+        disable=not sys.stderr.isatty(),  # a log file gets no bar (nor its blank line)
     ) as bar:
         task = bar.add_task("train", total=None)
         result = run_trial(
             trial, reporter, progress=lambda step, total: bar.update(task, completed=step,
                                                                      total=total),
         )
-    Console().print(_result_table(result))
+    Console().print(_result_table(result, trial.train.log_every))
+    if out is not None:
+        _write_new_file(out, json.dumps(_json_safe({**result.to_dict(),
+                                                    "series": reporter.rows})) + "\n")
+        typer.echo(f"wrote {out}")
+
+
+def _check_new_file(path: Path, option: str) -> None:
+    """Refuse, before any work, a result file that exists or whose folder cannot take it."""
+    import os
+
+    if path.exists() or path.is_symlink():
+        raise ParameterError(f"{option}: {path} exists; give a new file (results are not "
+                             "overwritten)")
+    folder = path.parent
+    while not folder.exists():  # the folders to create, up to one that exists
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ParameterError(f"{option}: cannot write {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ParameterError(f"{option}: cannot write {path}: {folder} is not writable")
+
+
+def _write_new_file(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (its folders made as needed)."""
+    from adastudy import store
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store.atomic_write_text(path, text)
+    except OSError as exc:
+        raise ParameterError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _json_safe(value: Any) -> Any:
@@ -284,8 +495,26 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _result_table(result: Any) -> Table:
-    """A trial's outcome as a two-column rich table."""
+#: The test pairs' folds (the LFW protocol of `evaluate.verification_accuracy`).
+_TEST_FOLDS = 10
+
+#: Labels of the last training window's statistics (`final_<name>` metrics); angles
+#: (`*_rad`) print in degrees.
+_WINDOW_LABELS = {
+    "loss": "training loss",
+    "train_accuracy": "training accuracy",
+    "s": "scale s",
+    "theta_med_rad": "θ_med (median target angle)",
+    "theta_mean_rad": "mean target angle",
+    "cos_nontarget_mean": "mean cos to other classes",
+    "p_target_mean": "mean P(true class)",
+    "ln_b_avg": "ln B_avg",
+    "ln_b_avg_ratio": "ln B_avg / ln(C − 1)",
+}
+
+
+def _result_table(result: Any, log_every: int | None = None) -> Table:
+    """A trial's outcome as a two-column rich table, every row labelled for a reader."""
     table = Table(title=f"trial: {result.head}, seed {result.seed}", show_header=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -297,28 +526,43 @@ def _result_table(result: Any) -> Table:
             return "nan" if math.isnan(value) else f"{value:.4g}"
         return str(value)
 
+    def degrees(value: Any) -> str:
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return fmt(value)
+        return f"{math.degrees(value):.1f}°"
+
     metrics = result.metrics
+    m = "-" if result.m is None else f"{result.m:.4g} rad ({math.degrees(result.m):.1f}°)"
     rows: list[tuple[str, Any]] = [
         ("state", result.state),
-        ("s / m (rad)", f"{fmt(result.s)} / {fmt(result.m)}"),
+        ("scale s / margin m", f"{fmt(result.s)} / {m}"),
         ("steps (epochs)", f"{result.steps} ({result.epochs:.3g})"),
-        ("wall time (s)", f"{result.wall_time_s:.1f}"),
+        ("wall time", f"{result.wall_time_s:.1f} s"),
         ("samples / s", f"{result.samples_per_s:,.0f}"),
     ]
     if result.state == "diverged":
         rows.append(("diverged", f"step {result.diverged_step}: {result.diverged_reason}"))
     if "verification_accuracy" in metrics:
-        rows.append(("verification accuracy", f"{metrics['verification_accuracy']:.4f} ± "
-                                               f"{metrics['verification_accuracy_std']:.4f}"))
-    rows += [(f"TAR @ FAR {k.removeprefix('tar_at_far_')}", metrics[k])
+        rows.append((f"verification accuracy (± std over {_TEST_FOLDS} folds)",
+                     f"{metrics['verification_accuracy']:.4f} ± "
+                     f"{metrics['verification_accuracy_std']:.4f}"))
+    rows += [(f"TAR at FAR {k.removeprefix('tar_at_far_')}", metrics[k])
              for k in sorted(metrics) if k.startswith("tar_at_far_")]
     rows += [("rank-1 identification", metrics.get("rank1")),
-             ("validation accuracy", metrics.get("val_accuracy"))]
-    rows += [(k.removeprefix("final_"), v) for k, v in metrics.items() if k.startswith("final_")]
-    rows += [(f"steps to θ_med < {level}°", step)
+             ("validation accuracy (last)", metrics.get("val_accuracy"))]
+    for key, value in metrics.items():
+        if key.startswith("final_"):
+            name = key.removeprefix("final_")
+            label = _WINDOW_LABELS.get(name, name.replace("_", " "))
+            shown = degrees(value) if name.endswith("_rad") else fmt(value)
+            rows.append((f"last window: {label}", shown))
+    rows += [(f"first step with θ_med < {level}°", "not reached" if step is None else step)
              for level, step in result.steps_to_theta_med.items()]
     for name, value in rows:
         table.add_row(name, fmt(value))
+    window = "log_every" if log_every is None else str(log_every)
+    table.caption = (f"last window: means over the last {window} training steps; "
+                     "the test pairs are scored once, at the end")
     return table
 
 
@@ -326,31 +570,37 @@ def _result_table(result: Any) -> Table:
 def sweep(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (TOML).")],
     backend: Annotated[
-        str, typer.Option("--backend", help="Engine: optuna (embedded, default) or ray.")
-    ] = "optuna",
+        _Backend, typer.Option("--backend", help="Engine: optuna (embedded) or ray.")
+    ] = _Backend.optuna,
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Trials run at once, each in its process.")
     ] = 1,
     address: Annotated[
         str | None,
         typer.Option("--address", help="Join the Ray cluster there: auto or HOST:PORT (ray "
-                     "backend; default: a local Ray, on loopback, for this sweep)."),
+                     "backend).", show_default="a local Ray, on loopback, for this sweep"),
     ] = None,
     cpus_per_trial: Annotated[
         float | None,
         typer.Option("--cpus-per-trial", help="CPUs (and torch threads) each trial holds "
-                     "(ray backend; default 1).", show_default=False),
+                     "(ray backend).", show_default="1"),
     ] = None,
     gpus_per_trial: Annotated[
         float | None,
-        typer.Option("--gpus-per-trial", help="GPUs each trial holds (ray backend; default "
-                     "0); a fraction such as 0.25 lets trials share a GPU.", show_default=False),
+        typer.Option("--gpus-per-trial", help="GPUs each trial holds (ray backend); a "
+                     "fraction such as 0.25 lets trials share a GPU.", show_default="0"),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Run folder (default runs/<study name>).")
+        Path | None,
+        typer.Option("--out", help="Run folder.", show_default="runs/<study name>"),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON summary and leaderboard on stdout.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the trials per head and variant and an "
+                           "estimate of the wall time (from short pilot trials), run "
+                           "nothing, write nothing.")
     ] = False,
 ) -> None:
     """Run (or resume) a study: every grid point × seed, exactly once."""
@@ -358,6 +608,7 @@ def sweep(
 
     from adastudy import spec as specs
 
+    backend = _choice(backend)  # the plain name: "optuna" or "ray"
     study = specs.load(spec_path)
     if backend not in ("optuna", "ray"):
         raise ParameterError(f"--backend: must be optuna or ray, got {backend!r}")
@@ -372,6 +623,9 @@ def sweep(
                              "cluster holds; set --cpus-per-trial / --gpus-per-trial instead")
     if not study.heads:
         raise ParameterError(f"{spec_path}: heads: the spec names no head to sweep")
+    if dry_run:
+        _print_dry_run(study, out, workers, as_json)
+        return
     if backend == "ray":
         from adastudy.backends.ray import run_sweep as run_on_ray
 
@@ -388,14 +642,26 @@ def sweep(
     if as_json:
         summary = run_sweep(study, spec_path, out=out)
     else:
-        bar = Progress(
-            TextColumn(f"sweep {study.study.name}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("trials"), TimeElapsedColumn(),
-        )
+        import contextlib
+
+        # A terminal gets the live bar (with an ETA) and table; a log file (a nightly job)
+        # gets a plain line now and then (`_PlainProgress`), as a Live view shows nothing
+        # there until it ends.
+        terminal = sys.stderr.isatty()
+        plain = None if terminal else _PlainProgress(study.study.name)
+        bar = _sweep_bar(study.study.name)
         task = bar.add_task("sweep", total=len(study.trials()))
-        with Live(bar, console=Console(stderr=True), transient=True,
-                  refresh_per_second=4) as live:
+        started: list[bool] = []
+        view = (Live(bar, console=Console(stderr=True), transient=True, refresh_per_second=4)
+                if terminal else contextlib.nullcontext())
+        with view as live:
             def update(status: Any) -> None:
+                if plain is not None:
+                    plain(status)
+                    return
+                if not started:  # trials done before a resume are no speed of this run
+                    started.append(True)
+                    bar.reset(task, completed=status.finished, total=status.planned)
                 bar.update(task, completed=status.finished, total=status.planned)
                 live.update(Group(bar, _live_table(status, study.study)))
 
@@ -424,26 +690,39 @@ def sweep(
 def show(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A sweep's run folder.")],
     metric: Annotated[
-        str | None, typer.Option("--metric", help="Rank by this metric (default: the study's).")
+        str | None,
+        typer.Option("--metric", help="Rank by this metric: verification_accuracy, "
+                     "val_accuracy, rank1, tar_at_far_1e-02, tar_at_far_1e-03, "
+                     "steps_to_theta_med_<level>deg or final_<statistic> (an unknown one "
+                     "is refused with the run's list).", show_default="the study's"),
+    ] = None,
+    direction: Annotated[
+        _Direction | None,
+        typer.Option("--direction", help="Rank best first for this direction.",
+                     show_default="the study's for its metric; for another metric its "
+                     "natural one: minimize for step counts, losses and angles, maximize "
+                     "for accuracies and TAR"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """The leaderboard of a run: mean ± std and 95 % CI over seeds per configuration."""
-    _print_leaderboard(run_dir, metric=metric, as_json=as_json)
+    _print_leaderboard(run_dir, metric=metric, direction=_choice(direction), as_json=as_json)
 
 
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A sweep's run folder.")],
-    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    fmt: Annotated[
+        _ExportFormat, typer.Option("--format", help="Table format.")
+    ] = _ExportFormat.csv,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder (default RUN_DIR/export).")
+        Path | None, typer.Option("--out", help="Folder.", show_default="RUN_DIR/export")
     ] = None,
 ) -> None:
     """Write the run's trials and series tables as CSV or Parquet."""
     from adastudy import store
 
-    for path in store.export(run_dir, fmt, out):
+    for path in store.export(run_dir, _choice(fmt), out):
         typer.echo(f"wrote {path}")
 
 
@@ -455,8 +734,11 @@ _VERDICT_STYLE = {"supported": "green", "not supported": "red", "inconclusive": 
 def report(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A sweep's run folder.")],
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder (default reports/<study>/).")
+        Path | None, typer.Option("--out", help="Folder.", show_default="RUN_DIR/report/")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a report of another run in that folder.")
+    ] = False,
     fmt: Annotated[
         str, typer.Option("--format", help="html, md, or both: html,md.")
     ] = "html,md",
@@ -472,12 +754,15 @@ def report(
     from adastudy.report import content
 
     formats = reports.parse_formats(fmt)  # a bad --format fails before any work
+    if not run_dir.is_dir():
+        raise ParameterError(f"{run_dir}: no such folder")
+    reports.preflight(run_dir, out, force=force)  # so is a folder of another run's report
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True,
                   console=Console(stderr=True),
                   disable=as_json or not sys.stderr.isatty()) as progress:
         progress.add_task(f"rendering the report of {run_dir}", total=None)
         built = content.build(run_dir)
-        written = reports.write(built, out, formats)
+        written = reports.write(built, out, formats, force=force)
     if as_json:
         typer.echo(json.dumps(_json_safe({"files": [str(p) for p in written],
                                           **built.data})))
@@ -497,10 +782,154 @@ def report(
         typer.echo(f"wrote {path}")
 
 
+@app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(
+        metavar="RUN_DIR RUN_DIR...",
+        help="Two or more run folders; the first is the baseline.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder.", show_default="compare-A-vs-B/ "
+                                  "beside the first run folder")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="html, md, or both: html,md.")
+    ] = "html,md",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace another report in that folder.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the comparison and written files as JSON.")
+    ] = False,
+) -> None:
+    """Compare runs side by side: each run's answer and verdict matrix, the verdicts that
+    changed, and each head's best result with its difference from the baseline."""
+    from adastudy import report as reports
+    from adastudy.report.compare import build_comparison, default_out
+
+    formats = reports.parse_formats(fmt)
+    built = build_comparison(run_dirs)
+    written = reports.write(built, out or default_out(run_dirs), formats, force=force)
+    if as_json:
+        typer.echo(json.dumps(_json_safe({"files": [str(p) for p in written], **built.data})))
+        return
+    console = Console()
+    for section in built.sections[:4]:
+        for table in section.tables[:1]:
+            view = Table(title=section.title)
+            for column in table.columns:
+                view.add_column(rich_escape(column), overflow="fold")
+            for row in table.rows:
+                view.add_row(*(rich_escape(cell) for cell in row))
+            console.print(view)
+        if section.id == "answers":
+            for paragraph in section.paragraphs:
+                console.print(rich_escape(paragraph))
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+def _print_dry_run(study: Any, out: Path | None, workers: int, as_json: bool) -> None:
+    """`sweep --dry-run`: the plan and the pilot-based estimate (`backends.dryrun`)."""
+    from adastudy.backends import dryrun
+
+    run_dir = out if out is not None else Path("runs") / study.study.name
+    with Progress(TextColumn("{task.description}"), console=Console(stderr=True),
+                  transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
+        bar.add_task("timing a pilot trial per variant ...", total=None)
+        found = dryrun.estimate(study, workers=workers, run_dir=run_dir)
+    if as_json:
+        typer.echo(json.dumps(_json_safe({"run_dir": str(run_dir), **found.to_json()})))
+        return
+    table = Table(title=f"sweep {study.study.name}: the plan (nothing run, nothing written)")
+    for column in ("variant", "head", "trials", "finished already", "est. per trial"):
+        table.add_column(column, justify="left" if column in ("variant", "head") else "right")
+    for row in found.rows:
+        pilot = found.pilots.get(row.variant)
+        table.add_row(row.variant, row.head + (" (tpe)" if row.searched else ""),
+                      str(row.trials), str(row.finished),
+                      dryrun.duration(pilot.trial_s) if pilot and row.trials else "-")
+    Console().print(table)
+    typer.echo(f"{found.trials} trials to run in {run_dir}"
+               + (f" ({found.finished} finished already)" if found.finished else "")
+               + f": about {dryrun.duration(found.wall_s)} with {workers} "
+               + ("worker" if workers == 1 else "workers")
+               + " (an estimate from one pilot trial per variant, on this machine; "
+               "pruning ends trials sooner)")
+
+
 def _head_label(row: dict[str, Any]) -> str:
     """A head's name, with its study variant unless it is the main one."""
     variant = row.get("variant") or "main"
     return str(row["head"]) if variant == "main" else f"{row['head']} @{variant}"
+
+
+def _sweep_bar(name: str) -> Progress:
+    """A sweep's progress bar on a terminal: trials done, elapsed, and the time left at
+    the rate of the last five minutes (trials come in bursts; a short window jumps)."""
+    return Progress(
+        TextColumn(f"sweep {name}"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        speed_estimate_period=300.0,
+    )
+
+
+def _duration(seconds: float) -> str:
+    """42s, 1m02s, 2h05m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class _PlainProgress:
+    """A sweep's progress as plain lines on stderr, for a stderr that is not a terminal
+    (a nightly job writing to a file):
+
+        sweep quick: 12/40 trials finished, 3 running, elapsed 1m02s, ETA ~2m20s
+
+    one line at the first report, then one whenever another `every_share` (10 %) of the
+    planned trials has finished or `every_s` (30 s) has passed since the last line, and
+    one when the last trial finishes. The ETA is the remaining trials at the rate of
+    those finished by this run (trials of an earlier run, on a resume, do not count)."""
+
+    def __init__(self, name: str, *, every_s: float = 30.0, every_share: float = 0.1,
+                 clock: Any = time.monotonic, echo: Any = None) -> None:
+        self.name = name
+        self.every_s = every_s
+        self.every_share = every_share
+        self.clock = clock
+        self.echo = echo or (lambda line: typer.echo(line, err=True))
+        self.start: float | None = None
+        self.first = 0  # finished before this run
+        self.last_time = 0.0
+        self.last_finished = -1
+
+    def __call__(self, status: Any) -> None:
+        now = self.clock()
+        finished, planned = status.finished, status.planned
+        if self.start is None:
+            self.start, self.first = now, finished
+            due = True
+        else:
+            step = max(1, math.ceil(planned * self.every_share))
+            due = (now - self.last_time >= self.every_s
+                   or finished // step > self.last_finished // step
+                   or (finished >= planned > self.last_finished))
+        if not due or (finished == self.last_finished and now - self.last_time < self.every_s):
+            return
+        self.last_time, self.last_finished = now, finished
+        self.echo(self.line(status, now - self.start))
+
+    def line(self, status: Any, elapsed: float) -> str:
+        text = (f"sweep {self.name}: {status.finished}/{status.planned} trials finished, "
+                f"{len(status.running)} running, elapsed {_duration(elapsed)}")
+        done_here = status.finished - self.first
+        left = status.planned - status.finished
+        if done_here > 0 and left > 0 and elapsed > 0:
+            text += f", ETA ~{_duration(left * elapsed / done_here)}"
+        return text
 
 
 def _live_table(status: Any, study: Any) -> Table:
@@ -527,18 +956,73 @@ def _live_table(status: Any, study: Any) -> Table:
     return table
 
 
+#: Fixed columns of the trials table that are numbers but no metric to rank by.
+_NOT_METRICS = ("number", "num_classes", "embedding_dim", "s", "m", "seed")
+
+#: What a missing value prints as in a table: a head without s or m, a std or an
+#: interval of fewer than two seeds, a configuration without a value.
+_MISSING = "-"
+
+
+def natural_direction(metric: str) -> str | None:
+    """The direction in which `metric` gets better, where it is plain: "minimize" for
+    step counts (``steps_to_theta_med_*``, ``steps``), times, losses and target angles
+    (θ_med, the mean angle); "maximize" for accuracies, rank-1, TAR, the target
+    probability and the throughput; None for the rest (the scale, ln B_avg, ...)."""
+    from adastudy.spec import metric_bounds
+
+    bare = metric.removeprefix("final_")
+    if (metric.startswith("steps_to_") or "loss" in bare
+            or bare.startswith(("theta_med", "theta_mean"))
+            or metric in ("steps", "epochs", "wall_time_s", "train_time_s", "diverged_step")):
+        return "minimize"
+    if metric_bounds(metric) is not None or metric == "samples_per_s":
+        return "maximize"
+    return None
+
+
+def _rank_metrics(trials: Any) -> list[str]:
+    """The metrics a run can be ranked by: the study metrics, and every numeric column
+    of its trials table that is not a fixed column (metrics, ``steps_to_theta_med_*``)."""
+    from pandas.api.types import is_numeric_dtype
+
+    from adastudy.spec import STUDY_METRICS
+    from adastudy.store import TRIALS_FIXED_COLUMNS
+
+    fixed = set(TRIALS_FIXED_COLUMNS)
+    found = [c for c in trials.columns if c not in fixed and is_numeric_dtype(trials[c])]
+    return [*STUDY_METRICS, *(c for c in found if c not in STUDY_METRICS)]
+
+
 def _print_leaderboard(
     run_dir: Path, metric: str | None = None, as_json: bool = False,
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, direction: str | None = None,
 ) -> None:
+    """The leaderboard of `run_dir` by `metric` (default: the study's), best first for
+    `direction` (default: the study's for its metric, else `natural_direction`)."""
     from adastudy import store
-    from adastudy.spec import STUDY_METRICS
+    from adastudy.spec import STUDY_METRICS, metric_bounds
 
     trials, _ = store.load_tables(run_dir)
     manifest = store.read_manifest(run_dir) or {}
     study = manifest.get("spec", {}).get("study", {})
-    metric = metric or study.get("metric", "verification_accuracy")
-    direction = study.get("direction", "maximize")
+    study_metric = study.get("metric", "verification_accuracy")
+    if not len(trials) and not as_json:
+        again = f"adastudy sweep {manifest['spec_path']} --out {run_dir}" if manifest.get(
+            "spec_path") else "adastudy sweep SPEC --out " + str(run_dir)
+        typer.echo(f"no finished trial in {run_dir} yet: nothing to rank; run (or resume) "
+                   f"the sweep:  {again}")
+        return
+    if metric is not None and metric not in _rank_metrics(trials):
+        raise ParameterError(f"--metric: {run_dir} has no metric {metric!r}; choose one of "
+                             + ", ".join(_rank_metrics(trials)))
+    metric = metric or study_metric
+    if direction is None:
+        direction = (study.get("direction", "maximize") if metric == study_metric
+                     else natural_direction(metric))
+    if direction is None:
+        raise ParameterError(f"--direction: {metric} has no natural direction; give "
+                             "--direction maximize or --direction minimize")
     if metric in STUDY_METRICS and metric not in trials:
         trials[metric] = math.nan  # no trial finished with it (all failed, say)
     board = store.leaderboard(trials, metric, direction)
@@ -548,20 +1032,38 @@ def _print_leaderboard(
                    "states": trials["state"].value_counts().to_dict() if len(trials) else {}}
         typer.echo(json.dumps(_json_safe(payload)))
         return
-    table = Table(title=f"{study.get('name', run_dir)}: {metric} ({direction}), over seeds")
-    for column in ("head", "s", "m", "n", "mean", "std", "95 % CI", "other"):
-        table.add_column(column, justify="left" if column in ("head", "other") else "right")
+    order = "highest first (maximize)" if direction == "maximize" else "lowest first (minimize)"
+    table = Table(title=f"{study.get('name', run_dir)}: mean {metric} over seeds, {order}")
+    for column in ("head", "s", "m", "n", "mean", "std", "95 % CI", "not counted"):
+        # In a narrow terminal only the last column wraps: a head and a number stay
+        # whole (the head's variant, "@c30", is part of it).
+        table.add_column(column, justify="right" if column in (
+            "s", "m", "n", "mean", "std") else "left", no_wrap=column != "not counted")
 
     def num(value: Any, fmt: str = ".4f") -> str:
         missing = value is None or (isinstance(value, float) and math.isnan(value))
-        return "-" if missing else format(value, fmt)
+        return _MISSING if missing else format(value, fmt)
 
+    # A share (accuracy, TAR) with fixed decimals; a step count, a scale, ... as is.
+    share = metric_bounds(metric) is not None
+    mean_fmt, std_fmt, ci_fmt = (".4f", ".4f", ".3f") if share else (".4g", ".3g", ".4g")
     for row in board.to_dict(orient="records"):
         others = ", ".join(f"{row[k]} {k.removeprefix('n_')}"
                            for k in ("n_pruned", "n_failed", "n_diverged") if row.get(k))
+        low, high = num(row["ci95_low"], ci_fmt), num(row["ci95_high"], ci_fmt)
+        interval = _MISSING if _MISSING in (low, high) else f"[{low}, {high}]"
         table.add_row(
             _head_label(row), num(row["s"], "g"), num(row["m"], "g"), str(row["n"]),
-            num(row["mean"]), num(row["std"]),
-            f"{num(row['ci95_low'], '.3f')}-{num(row['ci95_high'], '.3f')}", others,
+            num(row["mean"], mean_fmt), num(row["std"], std_fmt), interval,
+            others or _MISSING,
         )
+    caption = [
+        "n: seeds that count (complete, with a value); not counted: the configuration's "
+        "pruned, failed and diverged trials, left out of mean, std and CI",
+        f"{_MISSING}: none (a head without s or m; std and CI need two seeds)",
+    ]
+    if metric.startswith("steps_to_"):
+        caption.append("a seed whose θ_med never fell below the level has no value "
+                       "(it is not in n)")
+    table.caption = "\n".join(caption)
     Console().print(table)

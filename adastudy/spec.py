@@ -380,7 +380,8 @@ class StudySpec(_Section):
             try:
                 sections.append(type(base).model_validate(merged))
             except ValidationError as exc:
-                where_and_message = _one_line(exc.errors()[0], "").removeprefix(": ")
+                where_and_message = _one_line(exc.errors()[0], "", type(base)).removeprefix(
+                    ": ")
                 raise ValueError(f"variants.{name}.{key}.{where_and_message}") from None
         data, model, train = sections
         return data, model, train
@@ -398,6 +399,22 @@ class StudySpec(_Section):
             del dumped["claims"]
         text = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def trial(self, head: str, *, s: float | None = None, m: float | None = None,
+              seed: int = 0, variant: str = MAIN_VARIANT) -> TrialSpec:
+        """One trial on this spec's data, model and train sections (variant `variant`'s
+        when named): `head` with `s` and `m` (None: the head's default) and `seed`. The
+        spec's [heads] and [search] play no part. Raises SpecError for an unknown head
+        or variant."""
+        if head not in HEAD_DEFAULTS:
+            raise SpecError(f"head: unknown head {head!r}; choose from "
+                            f"{', '.join(HEAD_DEFAULTS)}")
+        if variant != MAIN_VARIANT and variant not in self.variants:
+            raise SpecError(f"variant: no variant {variant!r} in the spec")
+        data, model, train = self.variant_sections(variant)
+        return parse({"data": data.model_dump(), "model": model.model_dump(),
+                      "train": train.model_dump(), "head": head, "s": s, "m": m,
+                      "seed": seed, "variant": variant}, "<trial>", TrialSpec)
 
     def searched_heads(self) -> list[str]:
         """Heads that the TPE search samples (those with a range), in the spec's order."""
@@ -482,7 +499,44 @@ def _format_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict, bool)) else str(value)
 
 
-def _one_line(error: dict[str, Any], source: str) -> str:
+def _keys_at(model: Any, path: list[str]) -> list[str]:
+    """The keys that the table at `path` of `model` takes (empty when unknown): the
+    fields of the pydantic model found by walking fields, dict values and unions."""
+    import types
+    import typing
+
+    def models(annotation: Any) -> list[type[BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            return [m for arg in typing.get_args(annotation) for m in models(arg)]
+        return []
+
+    def step(annotation: Any, part: str) -> list[Any]:
+        if typing.get_origin(annotation) is dict:  # the part names an entry
+            return [typing.get_args(annotation)[1]]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            return [a for arg in typing.get_args(annotation) for a in step(arg, part)]
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            return [] if field is None else [field.annotation]
+        return []
+
+    current = [model]
+    for part in path:
+        current = [a for annotation in current for a in step(annotation, part)]
+    return [key for m in (m for a in current for m in models(a)) for key in m.model_fields]
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    """"; did you mean seeds?" for a key close to a known one (difflib), else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _one_line(error: dict[str, Any], source: str, model: Any = None) -> str:
     # A union's errors name the member tried (`tuple[float, ...]`, `Range`): not a key.
     parts = [str(p) for p in error["loc"] if not (isinstance(p, str) and (
         "[" in p or p == "Range"))]
@@ -503,6 +557,8 @@ def _one_line(error: dict[str, Any], source: str) -> str:
         message = template.format(**values) if template else str(error["msg"]).lower()
     if kind not in ("extra_forbidden", "missing") and "input" in error:
         message += f", got {_format_value(error['input'])}"
+    if kind == "extra_forbidden" and model is not None and parts:
+        message += _did_you_mean(parts[-1], _keys_at(model, parts[:-1]))
     return f"{source}: {loc}: {message}"
 
 
@@ -514,7 +570,7 @@ def parse(data: dict[str, Any], source: str = "<spec>", model: type[BaseModel] =
         errors = exc.errors()
         # For a list-or-range key, report the member that matches what was written.
         fitting = [e for e in errors if not _wrong_union_member(e)] or errors
-        raise SpecError(_one_line(fitting[0], source)) from None
+        raise SpecError(_one_line(fitting[0], source, model)) from None
 
 
 def _wrong_union_member(error: dict[str, Any]) -> bool:

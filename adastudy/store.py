@@ -473,6 +473,8 @@ def load_tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     Raises StoreError for a folder that is neither a run (no manifest.json or trials/).
     """
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise StoreError(f"{run_dir}: no such folder")
     if not _is_run_dir(run_dir):
         raise StoreError(f"{run_dir}: not a run folder (no manifest.json or trials/)")
     trials_path, series_path = run_dir / TRIALS_FILE, run_dir / SERIES_FILE

@@ -172,7 +172,7 @@ def test_a_study_named_like_a_script_shows_as_text(run_dir, tmp_path):
     assert not (tmp_path / "o" / "report.md").exists()  # only the format asked for
 
 
-def test_the_default_folder_of_a_hostile_study_name_stays_inside_reports(run_dir, tmp_path,
+def test_the_default_folder_is_inside_the_run_whatever_the_study_is_called(run_dir, tmp_path,
                                                                          monkeypatch):
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
@@ -182,8 +182,55 @@ def test_the_default_folder_of_a_hostile_study_name_stays_inside_reports(run_dir
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["report", str(run), "--format", "md"])
     assert result.exit_code == 0, result.output
-    written = [p for p in (tmp_path / "reports").rglob("report.md")]
-    assert len(written) == 1 and written[0].parent.parent == tmp_path / "reports"
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("report.md"))
+    assert written == [Path("run/report/report.md")]
+    source = json.loads((run / "report" / "source.json").read_text())
+    assert source["run_dir"] == str(run.resolve())
+    assert source["spec_digest"] == manifest["spec_digest"]
+
+
+def _two_runs_of_one_study(run_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Two run folders of the same study (same name, same spec), started at two times."""
+    first, second = tmp_path / "a" / "quick", tmp_path / "b" / "quick"
+    shutil.copytree(run_dir, first)
+    shutil.copytree(run_dir, second)
+    manifest = store.read_manifest(second)
+    manifest["started_at"] = "2030-01-01T00:00:00+00:00"
+    store.write_manifest(second, manifest)
+    return first, second
+
+
+def test_reports_of_two_runs_of_one_study_do_not_mix(run_dir, tmp_path):
+    first, second = _two_runs_of_one_study(run_dir, tmp_path)
+    shared = tmp_path / "reports"
+    assert CliRunner().invoke(app, ["report", str(first), "--out", str(shared)]).exit_code == 0
+    before = {p: p.read_bytes() for p in shared.rglob("*") if p.is_file()}
+    # The same run again replaces its own report without --force.
+    assert CliRunner().invoke(app, ["report", str(first), "--out", str(shared),
+                                    "--format", "md"]).exit_code == 0
+    refused = CliRunner().invoke(app, ["report", str(second), "--out", str(shared)])
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
+    assert "holds the report of run" in refused.stderr and "--force" in refused.stderr
+    assert {p: p.read_bytes() for p in shared.rglob("*") if p.is_file()}.keys() == before.keys()
+    assert json.loads((shared / "source.json").read_text())["run_dir"] == str(first.resolve())
+    forced = CliRunner().invoke(app, ["report", str(second), "--out", str(shared), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert json.loads((shared / "source.json").read_text())["run_dir"] == str(second.resolve())
+    # A moved run folder is still the same run (its spec digest and start time).
+    moved = tmp_path / "moved"
+    shutil.move(str(second), moved)
+    assert CliRunner().invoke(app, ["report", str(moved), "--out", str(shared),
+                                    "--format", "md"]).exit_code == 0
+
+
+def test_a_folder_with_a_report_of_unknown_origin_is_refused(run_dir, tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "index.html").write_text("an old report")
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--out", str(out)])
+    assert result.exit_code == 2 and "unknown run" in result.stderr
+    assert (out / "index.html").read_text() == "an old report"
+    assert sorted(p.name for p in out.iterdir()) == ["index.html"]
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -271,3 +318,40 @@ def test_a_claim_registered_without_a_chip_format_still_gets_its_chip(tmp_path):
 
     chip = _chip("C99", Part("main", "adacos-fixed", "x", verdict="supported", estimate=0.1234))
     assert (chip.verdict, chip.text) == ("supported", "0.123")
+
+
+def test_a_verdict_links_to_the_figure_of_the_variant_that_decided_it():
+    from adastudy.claims import Part, Verdict
+    from adastudy.report.verdicts import verdict_rows
+
+    parts = (Part("main", "adacos-dynamic", "fine here", verdict="supported"),
+             Part("c1000", "adacos-dynamic", "fails here", verdict="not supported"),
+             Part("images", "adacos-dynamic", "no figure there", verdict="supported"))
+    verdict = Verdict("C5", "not supported", "why", figure="ln-b", parts=parts)
+    shown = {"ln-b", "ln-b-c1000"}
+    [row] = verdict_rows([verdict], shown)
+    assert row.figure_id == "ln-b-c1000"           # the part that decided it
+    assert row.part_figures == ["ln-b", "ln-b-c1000", "ln-b"]  # images falls back to main
+    [row] = verdict_rows([verdict], set())
+    assert row.figure_id is None and row.part_figures == [None, None, None]
+    from adastudy.report.markdown import _claim_details
+
+    lines = _claim_details(verdict_rows([verdict], shown)[0], shown)
+    assert any("**not supported**" in ln and "(#fig-ln-b-c1000)" in ln for ln in lines)
+    assert "- fine here · [figure](#fig-ln-b)" in lines
+    assert "- fails here" in lines  # its figure is the claim's own link already
+
+
+def test_the_manifest_reads_as_a_table_with_the_json_folded(run_dir, tmp_path):
+    reports.render(run_dir, tmp_path / "r", "html,md")
+    text = (tmp_path / "r" / "report.md").read_text()
+    manifest = text.split("## Run manifest", 1)[1]
+    table, folded = manifest.split("<details>", 1)
+    for row in ("| study |", "| versions |", "| device |", "| git commit |"):
+        assert row in table
+    assert "torch 2" in table and '"spec_digest"' not in table
+    assert '"spec_digest"' in folded
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert '<table class="manifest-summary">' in page
+    assert re.search(r'<details class="manifest"><summary>[^<]*</summary>\s*<pre', page)
+    assert "../shared" not in text and "../shared" not in page

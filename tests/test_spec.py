@@ -50,8 +50,8 @@ def test_digest_is_stable_and_changes_with_the_spec(tmp_path):
     ("text", "expected"),
     [
         ("[train]\nlr = -1\n", "x.toml: train.lr: must be > 0, got -1"),
-        ("[train]\nlrr = 0.1\n", "x.toml: train.lrr: unknown key"),
-        ("[trian]\nlr = 0.1\n", "x.toml: trian: unknown key"),
+        ("[train]\nlrr = 0.1\n", "x.toml: train.lrr: unknown key; did you mean lr?"),
+        ("[trian]\nlr = 0.1\n", "x.toml: trian: unknown key; did you mean train?"),
         ("[data]\nname = 'mnist'\n", "x.toml: data.name: must be one of 'synthetic' or 'digits', "
                                      "got 'mnist'"),
         ("[data]\nidentities = 5\n", "x.toml: data.identities: must be >= 10, got 5"),

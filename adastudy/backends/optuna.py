@@ -6,9 +6,11 @@ and optuna-dashboard read it). Each worker process pops the next waiting trial u
 file lock, runs it with `run_trial`, writes its record to the store, then tells Optuna.
 A grid point × seed therefore runs once across all workers.
 
-Resume: running the same command again enqueues only the points without a record, and
-fails any trial left RUNNING by a killed process (its point has no record, so it is
-enqueued again). The run folder's lock refuses a second sweep on the same folder.
+Resume: running the same command again enqueues only the points without a record. A
+trial that was interrupted (Ctrl-C) or left RUNNING by a killed process goes back in
+the queue as WAITING (it did not fail, so Optuna and its dashboards do not count it as
+FAIL) and runs again; one whose record was written before its process died is told
+that record's outcome. The run folder's lock refuses a second sweep on the same folder.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,15 +112,50 @@ def _pruner(search: SearchSpec, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def _fail_stale(study: optuna.Study) -> None:
-    """Fail the trials left RUNNING by a process that died (no worker is alive now)."""
+def _requeue(study: optuna.Study, trial_id: int) -> None:
+    """Put an interrupted trial back in the queue (WAITING), so that Optuna and its
+    dashboards do not count it as a failure: it did not fail, it was stopped, and a
+    resumed sweep runs it (the same trial, its parameters kept) again.
+
+    Optuna has no "interrupted" state, and `Study.tell` takes only COMPLETE, PRUNED or
+    FAIL; the storage's `set_trial_state_values` moves a RUNNING trial to WAITING. The
+    trial's user attribute `interruptions` counts the times this happened. What the
+    interrupted run reported to the pruner stays (a rerun reports the same steps again,
+    which Optuna ignores: the trial is seeded, so the values are the same)."""
+    attrs = study._storage.get_trial(trial_id).user_attrs
+    study._storage.set_trial_user_attr(trial_id, "interruptions",
+                                       int(attrs.get("interruptions", 0)) + 1)
+    study._storage.set_trial_state_values(trial_id, TrialState.WAITING)
+
+
+def _settle_stale(study: optuna.Study, records: dict[str, dict[str, Any]] | None = None,
+                  metric: str | None = None) -> None:
+    """Settle the trials left RUNNING by a process that died (no worker is alive now):
+    one whose grid point has a record (the process died between writing it and telling
+    Optuna) is told that record's outcome; any other goes back in the queue
+    (`_requeue`), as it was interrupted, not failed."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(trial.number, state=TrialState.FAIL)
+        record = (records or {}).get(trial.user_attrs.get("key"))
+        if record is None:
+            _requeue(study, trial._trial_id)
+            continue
+        state = record.get("state")
+        study._storage.set_trial_user_attr(trial._trial_id, "outcome", state)
+        if state == "complete" and metric is not None:
+            value = (record.get("metrics") or {}).get(metric)
+            study.tell(trial.number, math.nan if value is None else value)
+        elif state == "pruned":
+            study.tell(trial.number, state=TrialState.PRUNED)
+        else:  # failed or diverged: a result, as in run_point
+            study.tell(trial.number, state=TrialState.FAIL)
 
 
-def _enqueue_missing(study: optuna.Study, plan: dict[str, TrialSpec], done: set[str]) -> int:
-    """Fail trials left RUNNING by a dead process; enqueue every point without a record."""
-    _fail_stale(study)
+def _enqueue_missing(study: optuna.Study, plan: dict[str, TrialSpec], done: set[str],
+                     records: dict[str, dict[str, Any]] | None = None,
+                     metric: str | None = None) -> int:
+    """Settle trials left RUNNING by a dead process (`_settle_stale`); enqueue every
+    point without a record that is not waiting already."""
+    _settle_stale(study, records, metric)
     waiting = {
         t.user_attrs.get("key")
         for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
@@ -149,7 +187,10 @@ class _OptunaReporter:
         if "val_accuracy" in metrics and "epoch" in metrics:
             value = metrics["val_accuracy"]
             # The pruner compares in the study's direction; to minimise, report the error.
-            self.trial.report(value if self.maximize else 1.0 - value, int(metrics["epoch"]))
+            with warnings.catch_warnings():  # a requeued trial reports its epochs again
+                warnings.filterwarnings("ignore", message="The reported value is ignored")
+                self.trial.report(value if self.maximize else 1.0 - value,
+                                  int(metrics["epoch"]))
 
     def should_stop(self) -> bool:
         return self.trial.should_prune()
@@ -189,8 +230,8 @@ def _worker_main(
             owner, trial, run = job
             try:
                 run(trial)
-            except KeyboardInterrupt:
-                owner.tell(trial, state=TrialState.FAIL)
+            except KeyboardInterrupt:  # stopped, not failed: back in the queue
+                _requeue(owner, trial._trial_id)
                 return
 
 
@@ -346,9 +387,11 @@ def run_sweep(
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         records, problems = store.read_trial_records(run_dir)
-        _enqueue_missing(open_study(run_dir, spec), plan, {r["key"] for r in records})
-        for head in spec.searched_heads():
-            _fail_stale(open_head_study(run_dir, spec, head))
+        by_key = {r["key"]: r for r in records}
+        _enqueue_missing(open_study(run_dir, spec), plan, set(by_key), by_key,
+                         spec.study.metric)
+        for head in spec.searched_heads():  # a TPE configuration: its seeds run again
+            _settle_stale(open_head_study(run_dir, spec, head))
 
         count = functools.partial(_count_finished, run_dir, spec, plan)
         planned = len(plan) + (
