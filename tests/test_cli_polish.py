@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from adastudy import spec as specs
 from adastudy import store
 from adastudy.backends import SweepStatus
-from adastudy.cli import _PlainProgress, _sweep_bar, app, natural_direction
+from adastudy.cli import app, natural_direction
+from adastudy.cli.progress import PlainProgress, sweep_bar
 from adastudy.spec import MAIN_VARIANT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -303,7 +304,7 @@ def status(finished: int, planned: int = 40, running: int = 2) -> SweepStatus:
 def test_plain_progress_lines_every_tenth_and_every_30_s() -> None:
     now = [0.0]
     lines: list[str] = []
-    progress = _PlainProgress("quick", clock=lambda: now[0], echo=lines.append)
+    progress = PlainProgress("quick", clock=lambda: now[0], echo=lines.append)
     progress(status(0))
     assert lines == ["sweep quick: 0/40 trials finished, 2 running, elapsed 0s"]
     for t, done in ((1, 1), (2, 2), (3, 3)):  # under 10 % and 30 s: quiet
@@ -328,7 +329,7 @@ def test_plain_progress_lines_every_tenth_and_every_30_s() -> None:
 def test_plain_progress_counts_only_this_run_for_the_eta() -> None:
     now = [0.0]
     lines: list[str] = []
-    progress = _PlainProgress("quick", clock=lambda: now[0], echo=lines.append)
+    progress = PlainProgress("quick", clock=lambda: now[0], echo=lines.append)
     progress(status(20))  # a resume: 20 were done before
     now[0] = 40.0
     progress(status(24))
@@ -338,7 +339,7 @@ def test_plain_progress_counts_only_this_run_for_the_eta() -> None:
 def test_the_terminal_bar_has_an_eta() -> None:
     from rich.progress import TimeRemainingColumn
 
-    assert any(isinstance(c, TimeRemainingColumn) for c in _sweep_bar("x").columns)
+    assert any(isinstance(c, TimeRemainingColumn) for c in sweep_bar("x").columns)
 
 
 def test_a_sweep_to_a_file_prints_plain_progress_lines(runner, tmp_path) -> None:

@@ -203,24 +203,28 @@ def _two_runs_of_one_study(run_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
 def test_reports_of_two_runs_of_one_study_do_not_mix(run_dir, tmp_path):
     first, second = _two_runs_of_one_study(run_dir, tmp_path)
     shared = tmp_path / "reports"
-    assert CliRunner().invoke(app, ["report", str(first), "--out", str(shared)]).exit_code == 0
-    before = {p: p.read_bytes() for p in shared.rglob("*") if p.is_file()}
-    # The same run again replaces its own report without --force.
+    md = ["--format", "md"]  # the folder logic does not depend on the format
     assert CliRunner().invoke(app, ["report", str(first), "--out", str(shared),
-                                    "--format", "md"]).exit_code == 0
+                                    *md]).exit_code == 0
+    before = {p: p.read_bytes() for p in shared.rglob("*") if p.is_file()}
+    # The same run again may replace its own report without --force (checked before
+    # the report is built: `preflight`).
+    assert reports.preflight(first, shared) == shared
     refused = CliRunner().invoke(app, ["report", str(second), "--out", str(shared)])
     assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
     assert "holds the report of run" in refused.stderr and "--force" in refused.stderr
-    assert {p: p.read_bytes() for p in shared.rglob("*") if p.is_file()}.keys() == before.keys()
+    assert {p: p.read_bytes() for p in shared.rglob("*") if p.is_file()} == before
     assert json.loads((shared / "source.json").read_text())["run_dir"] == str(first.resolve())
-    forced = CliRunner().invoke(app, ["report", str(second), "--out", str(shared), "--force"])
+    forced = CliRunner().invoke(app, ["report", str(second), "--out", str(shared), "--force",
+                                      *md])
     assert forced.exit_code == 0, forced.output
     assert json.loads((shared / "source.json").read_text())["run_dir"] == str(second.resolve())
     # A moved run folder is still the same run (its spec digest and start time).
     moved = tmp_path / "moved"
     shutil.move(str(second), moved)
-    assert CliRunner().invoke(app, ["report", str(moved), "--out", str(shared),
-                                    "--format", "md"]).exit_code == 0
+    assert reports.preflight(moved, shared) == shared
+    with pytest.raises(reports.ReportError, match="holds the report of run"):
+        reports.preflight(first, shared)
 
 
 def test_a_folder_with_a_report_of_unknown_origin_is_refused(run_dir, tmp_path):

@@ -14,7 +14,6 @@ trial per variant: on paper-scale data, size the study by hand.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from adastudy import store
 from adastudy.backends import RunFolderError, record_key
 from adastudy.spec import MAIN_VARIANT, StudySpec
 
-__all__ = ["Estimate", "PlanRow", "Pilot", "duration", "estimate", "finished_keys", "plan"]
+__all__ = ["Estimate", "PlanRow", "Pilot", "estimate", "finished_keys", "plan"]
 
 
 @dataclass(frozen=True)
@@ -137,16 +136,3 @@ def estimate(study: StudySpec, workers: int = 1, run_dir: Path | None = None) ->
         head = next(r.head for r in rows if r.variant == variant)
         pilots[variant] = _pilot(study, variant, head)
     return Estimate(rows, pilots, workers)
-
-
-def duration(seconds: float) -> str:
-    """"0.6 s", "45 s", "12 min", "3.4 h": a duration as a person reads it."""
-    if not math.isfinite(seconds):
-        return "-"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -1,28 +1,18 @@
 """The ``adastudy`` command line: thin Typer commands that parse, call one function, print.
 
-Any user error becomes one line ``error: <message>`` on stderr and exit code 2: an
-`AdastudyError` (with the traceback before it only under ``adastudy --debug ...``) and
-a usage error of the command line itself (an unknown option, a bad or missing value, a
-choice not in the list). The handling lives in the app's group (`_Group.invoke` and
-`_Group.main`), so every command gets it, under `main` and under
-``typer.testing.CliRunner`` alike.
-
-The help has one style for every command (`_Command`, which `app.command()` uses by
-default): ``-h`` or ``--help``, no ``<bool>`` after a flag, plain ``SPEC`` in the usage
-line, each choice listed, every default written ``[default: ...]``.
+Every user error is one line ``error: <message>`` on stderr and exit code 2, and every
+command has one help style: `adastudy.cli.style` does both for every command. What a
+running sweep shows is `adastudy.cli.progress`.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import sys
-import time
-import traceback
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console, Group
@@ -34,12 +24,12 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
-from typer.core import TyperCommand, TyperGroup
 
 from adastudy import __version__
+from adastudy.cli import style
+from adastudy.cli.progress import PlainProgress, duration, head_label, live_table, sweep_bar
 from adastudy.errors import AdastudyError, ParameterError
 from adastudy.theory import HEAD_NAMES
 
@@ -52,148 +42,9 @@ DEFAULT_THEORY_OUT = Path("runs/theory")
 DEFAULT_HEAD = "adacos-dynamic"
 
 
-def _fail(exc: AdastudyError, *, debug: bool) -> NoReturn:
-    """Print ``error: <message>`` (after the traceback when ``debug``) and exit 2."""
-    if debug:
-        typer.echo("".join(traceback.format_exception(exc)).rstrip("\n"), err=True)
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def _click_error(name: str) -> type[Exception]:
-    """Click's exception class `name`, from wherever this typer takes click (typer 0.29
-    vendors it as `typer._click`; older ones use the click package)."""
-    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
-
-
-_UsageError = _click_error("UsageError")
-_ClickException = _click_error("ClickException")
-
-
-def _usage_line(exc: Exception) -> str:
-    """A click usage error as one ``error: ...`` line, with where to read the help."""
-    message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
-    message = message.replace("Value error, ", "").rstrip(".")
-    if message[:1].isupper() and message[1:2].islower():
-        message = message[0].lower() + message[1:]
-    ctx = getattr(exc, "ctx", None)
-    if ctx is not None and isinstance(exc, _UsageError):
-        message += f"; see '{ctx.command_path} -h'"
-    return f"error: {message or type(exc).__name__}"
-
-
-class _HelpStyle:
-    """What `_Command` and `_Group` share: the help option shows no ``<bool>``."""
-
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)  # type: ignore[misc]
-        if option is not None and option.metavar is None:
-            option.metavar = ""
-        return option
-
-
-def _tidy_help(command: Any) -> None:
-    """One help style: a flag shows no ``<bool>`` after it; a default given in words
-    (``show_default="runs/<study name>"``) reads ``[default: runs/<study name>]`` like
-    any other, not typer's ``[default: (runs/<study name>)]``; the help text's paragraphs
-    wrap at the terminal, not at the docstring's line ends."""
-    markup = getattr(command, "rich_markup_mode", None)
-    for param in command.params:
-        if getattr(param, "is_flag", False) and param.metavar is None:
-            param.metavar = ""
-        described = getattr(param, "show_default", None)
-        if isinstance(described, str):
-            note = f"[default: {described}]"
-            note = rich_escape(note) if markup == "rich" else note
-            param.help = f"{param.help}  {note}" if param.help else note
-            param.show_default = False
-    if command.help:
-        paragraphs = inspect.cleandoc(command.help).split("\n\n")
-        command.help = "\n\n".join(" ".join(p.split()) for p in paragraphs)
-
-
-class _Command(_HelpStyle, TyperCommand):
-    """Every command's class (`_App.command` gives it): see `_tidy_help`; the usage line
-    names a required argument plainly (``SPEC``, not typer's ``{SPEC}``)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _tidy_help(self)
-
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        pieces = [self.options_metavar] if self.options_metavar else []
-        for param in self.get_params(ctx):
-            if param.param_type_name != "argument":
-                pieces.extend(param.get_usage_pieces(ctx))
-                continue
-            if param.metavar:  # as click: a metavar is written as given
-                pieces.append(param.metavar)
-                continue
-            name = (param.name or "").upper()
-            name = name if param.required else f"[{name}]"
-            pieces.append(name + ("..." if param.nargs != 1 else ""))
-        return pieces
-
-
-class _Group(_HelpStyle, TyperGroup):
-    """The app's group: turns an `AdastudyError` from any command into `_fail`, and a
-    usage error of the command line (click's, which typer would draw as a box) into one
-    ``error:`` line and exit 2."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _tidy_help(self)
-
-    def invoke(self, ctx: typer.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except AdastudyError as exc:
-            _fail(exc, debug=bool(ctx.params.get("debug", False)))
-
-    def main(self, args: Any = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True,
-             **extra: Any) -> Any:
-        if not standalone_mode:  # the caller handles the exceptions
-            return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
-                                standalone_mode=False, **extra)
-        argv = list(sys.argv[1:] if args is None else args)
-        try:
-            # Not standalone: typer would print a usage error as a box; here it is a line.
-            code = super().main(args=argv, prog_name=prog_name, complete_var=complete_var,
-                                standalone_mode=False, **extra)
-        except _UsageError as exc:
-            code = exc.exit_code  # type: ignore[attr-defined]
-            if type(exc).__name__ == "NoArgsIsHelpError":  # the help, already printed?
-                text = exc.format_message()  # type: ignore[attr-defined]
-                if text.strip():
-                    typer.echo(text, err=True)
-            else:
-                typer.echo(_usage_line(exc), err=True)
-        except _ClickException as exc:  # e.g. a file click could not open
-            typer.echo(_usage_line(exc), err=True)
-            code = exc.exit_code  # type: ignore[attr-defined]
-        except typer.Abort:
-            typer.echo("Aborted!", err=True)
-            code = 1
-        except AdastudyError as exc:  # raised outside a command, e.g. by a global option
-            try:
-                _fail(exc, debug="--debug" in argv)
-            except typer.Exit as done:
-                code = done.exit_code
-        sys.exit(code if isinstance(code, int) else 0)
-
-
-class _App(typer.Typer):
-    """The Typer app; its commands are `_Command`s unless one asks for another class."""
-
-    def command(self, name: str | None = None, *, cls: Any = None, **kwargs: Any) -> Any:
-        return super().command(name, cls=cls or _Command, **kwargs)
-
-
-app = _App(
+app = style.App(
     name="adastudy",
-    cls=_Group,
+    cls=style.Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -365,14 +216,14 @@ def theory(
 def main() -> None:
     """Console-script entry point (``adastudy``).
 
-    The group turns user errors into ``error: ...`` and exit 2 (see `_Group.main`),
+    The group turns user errors into ``error: ...`` and exit 2 (see `style.Group.main`),
     including one raised outside a command; this is a last guard for any other way in.
     """
     try:
         app(prog_name="adastudy")
     except AdastudyError as exc:
         try:
-            _fail(exc, debug="--debug" in sys.argv[1:])
+            style.fail(exc, debug="--debug" in sys.argv[1:])
         except typer.Exit as done:
             sys.exit(done.exit_code)
 
@@ -645,11 +496,11 @@ def sweep(
         import contextlib
 
         # A terminal gets the live bar (with an ETA) and table; a log file (a nightly job)
-        # gets a plain line now and then (`_PlainProgress`), as a Live view shows nothing
+        # gets a plain line now and then (`PlainProgress`), as a Live view shows nothing
         # there until it ends.
         terminal = sys.stderr.isatty()
-        plain = None if terminal else _PlainProgress(study.study.name)
-        bar = _sweep_bar(study.study.name)
+        plain = None if terminal else PlainProgress(study.study.name)
+        bar = sweep_bar(study.study.name)
         task = bar.add_task("sweep", total=len(study.trials()))
         started: list[bool] = []
         view = (Live(bar, console=Console(stderr=True), transient=True, refresh_per_second=4)
@@ -663,7 +514,7 @@ def sweep(
                     started.append(True)
                     bar.reset(task, completed=status.finished, total=status.planned)
                 bar.update(task, completed=status.finished, total=status.planned)
-                live.update(Group(bar, _live_table(status, study.study)))
+                live.update(Group(bar, live_table(status, study.study)))
 
             summary = run_sweep(study, spec_path, out=out, progress=update)
     for problem in summary.problems:  # plain lines: rich would wrap long paths
@@ -847,116 +698,16 @@ def _print_dry_run(study: Any, out: Path | None, workers: int, as_json: bool) ->
         pilot = found.pilots.get(row.variant)
         table.add_row(row.variant, row.head + (" (tpe)" if row.searched else ""),
                       str(row.trials), str(row.finished),
-                      dryrun.duration(pilot.trial_s) if pilot and row.trials else "-")
+                      duration(pilot.trial_s) if pilot and row.trials else "-")
     Console().print(table)
     typer.echo(f"{found.trials} trials to run in {run_dir}"
                + (f" ({found.finished} finished already)" if found.finished else "")
-               + f": about {dryrun.duration(found.wall_s)} with {workers} "
+               + f": about {duration(found.wall_s)} with {workers} "
                + ("worker" if workers == 1 else "workers")
                + " (an estimate from one pilot trial per variant, on this machine; "
                "pruning ends trials sooner)")
 
 
-def _head_label(row: dict[str, Any]) -> str:
-    """A head's name, with its study variant unless it is the main one."""
-    variant = row.get("variant") or "main"
-    return str(row["head"]) if variant == "main" else f"{row['head']} @{variant}"
-
-
-def _sweep_bar(name: str) -> Progress:
-    """A sweep's progress bar on a terminal: trials done, elapsed, and the time left at
-    the rate of the last five minutes (trials come in bursts; a short window jumps)."""
-    return Progress(
-        TextColumn(f"sweep {name}"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        speed_estimate_period=300.0,
-    )
-
-
-def _duration(seconds: float) -> str:
-    """42s, 1m02s, 2h05m."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-class _PlainProgress:
-    """A sweep's progress as plain lines on stderr, for a stderr that is not a terminal
-    (a nightly job writing to a file):
-
-        sweep quick: 12/40 trials finished, 3 running, elapsed 1m02s, ETA ~2m20s
-
-    one line at the first report, then one whenever another `every_share` (10 %) of the
-    planned trials has finished or `every_s` (30 s) has passed since the last line, and
-    one when the last trial finishes. The ETA is the remaining trials at the rate of
-    those finished by this run (trials of an earlier run, on a resume, do not count)."""
-
-    def __init__(self, name: str, *, every_s: float = 30.0, every_share: float = 0.1,
-                 clock: Any = time.monotonic, echo: Any = None) -> None:
-        self.name = name
-        self.every_s = every_s
-        self.every_share = every_share
-        self.clock = clock
-        self.echo = echo or (lambda line: typer.echo(line, err=True))
-        self.start: float | None = None
-        self.first = 0  # finished before this run
-        self.last_time = 0.0
-        self.last_finished = -1
-
-    def __call__(self, status: Any) -> None:
-        now = self.clock()
-        finished, planned = status.finished, status.planned
-        if self.start is None:
-            self.start, self.first = now, finished
-            due = True
-        else:
-            step = max(1, math.ceil(planned * self.every_share))
-            due = (now - self.last_time >= self.every_s
-                   or finished // step > self.last_finished // step
-                   or (finished >= planned > self.last_finished))
-        if not due or (finished == self.last_finished and now - self.last_time < self.every_s):
-            return
-        self.last_time, self.last_finished = now, finished
-        self.echo(self.line(status, now - self.start))
-
-    def line(self, status: Any, elapsed: float) -> str:
-        text = (f"sweep {self.name}: {status.finished}/{status.planned} trials finished, "
-                f"{len(status.running)} running, elapsed {_duration(elapsed)}")
-        done_here = status.finished - self.first
-        left = status.planned - status.finished
-        if done_here > 0 and left > 0 and elapsed > 0:
-            text += f", ETA ~{_duration(left * elapsed / done_here)}"
-        return text
-
-
-def _live_table(status: Any, study: Any) -> Table:
-    """Running trials and the best configuration so far of each head (mean over its
-    finished seeds), for the live view of a sweep."""
-    runs: dict[tuple[str, Any, Any], list[float]] = {}
-    for record in status.records:
-        value = (record.get("metrics") or {}).get(study.metric)
-        if record.get("state") == "complete" and value is not None:
-            runs.setdefault((_head_label(record), record["s"], record["m"]), []).append(value)
-    best: dict[str, tuple[float, Any, Any, int]] = {}
-    sign = 1.0 if study.direction == "maximize" else -1.0
-    for (head, s, m), values in runs.items():
-        mean = sum(values) / len(values)
-        if head not in best or sign * mean > sign * best[head][0]:
-            best[head] = (mean, s, m, len(values))
-    table = Table(title=f"best so far per head: mean {study.metric} over finished seeds")
-    for column in ("head", "s", "m", "seeds", "mean"):
-        table.add_column(column, justify="left" if column == "head" else "right")
-    for head, (mean, s, m, n) in sorted(best.items(), key=lambda kv: -sign * kv[1][0]):
-        table.add_row(head, "-" if s is None else f"{s:g}", "-" if m is None else f"{m:g}",
-                      str(n), f"{mean:.4f}")
-    table.caption = "running: " + (", ".join(status.running) or "-")
-    return table
-
-
-#: Fixed columns of the trials table that are numbers but no metric to rank by.
 _NOT_METRICS = ("number", "num_classes", "embedding_dim", "s", "m", "seed")
 
 #: What a missing value prints as in a table: a head without s or m, a std or an
@@ -1053,7 +804,7 @@ def _print_leaderboard(
         low, high = num(row["ci95_low"], ci_fmt), num(row["ci95_high"], ci_fmt)
         interval = _MISSING if _MISSING in (low, high) else f"[{low}, {high}]"
         table.add_row(
-            _head_label(row), num(row["s"], "g"), num(row["m"], "g"), str(row["n"]),
+            head_label(row), num(row["s"], "g"), num(row["m"], "g"), str(row["n"]),
             num(row["mean"], mean_fmt), num(row["std"], std_fmt), interval,
             others or _MISSING,
         )
