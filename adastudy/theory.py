@@ -32,7 +32,9 @@ __all__ = [
     "check_head_params",
     "check_margin",
     "check_scale",
+    "dynamic_scale_fixed_point",
     "fixed_scale",
+    "min_stable_effective_dim",
     "target_cosine",
     "target_probability",
     "target_probability_rows",
@@ -166,6 +168,75 @@ def fixed_scale(num_classes: int) -> float:
             f"num_classes must be > 2 for AdaCos (s_f = √2 ln(C-1) <= 0), got {num_classes}"
         )
     return math.sqrt(2.0) * math.log(int(num_classes) - 1)
+
+
+# -- dynamic AdaCos: when its scale has a fixed point ------------------------------------
+
+
+def _update_gain(theta_med_rad: float) -> float:
+    """k = 1 / cos(min(π/4, θ_med)): the dynamic scale is s(t) = k · ln B_avg(t)."""
+    theta = float(theta_med_rad)
+    if not math.isfinite(theta) or not 0.0 <= theta <= math.pi:
+        raise ParameterError(f"theta_med_rad must lie in [0, π], got {theta_med_rad!r}")
+    return 1.0 / math.cos(min(THETA0_RAD, theta))
+
+
+def _check_cos_mean(cos_mean: Any) -> float:
+    mu = float(cos_mean)
+    if not math.isfinite(mu) or not -1.0 <= mu <= 1.0:
+        raise ParameterError(f"cos_mean must lie in [-1, 1], got {cos_mean!r}")
+    return mu
+
+
+def dynamic_scale_fixed_point(num_classes: int, cos_var: float, cos_mean: float = 0.0,
+                              theta_med_rad: float = THETA0_RAD) -> float:
+    """The stable fixed point s* of dynamic AdaCos's scale update, or NaN without one.
+
+    If a batch's non-target cosines have mean μ and variance σ² (roughly Gaussian),
+    ``ln B_avg ≈ ln(C - 1) + s·μ + s²σ²/2``, so the update s(t+1) = k · ln B_avg(t),
+    k = 1 / cos(min(π/4, θ_med)), is the map ``s ↦ k (ln(C - 1) + s μ + s² σ² / 2)``.
+    Its fixed points solve ``(k σ²/2) s² + (k μ - 1) s + k ln(C - 1) = 0``; they exist
+    when ``(1 - k μ)² ≥ 2 k² σ² ln(C - 1)`` (and ``k μ < 1``), the smaller one is
+    stable (the map's slope there is 1 - √disc), and without one s runs away.
+    With σ² = 0 and μ = 0 this is s_f = √2 ln(C - 1) at θ_med ≥ 45°.
+
+    Raises:
+        ParameterError: C not an integer > 2, σ² negative or not finite, μ outside
+            [-1, 1], θ_med outside [0, π].
+    """
+    log_c = math.log(_check_num_classes(num_classes, 3) - 1)
+    var = float(cos_var)
+    if not math.isfinite(var) or var < 0.0:
+        raise ParameterError(f"cos_var must be a finite variance >= 0, got {cos_var!r}")
+    mu = _check_cos_mean(cos_mean)
+    k = _update_gain(theta_med_rad)
+    slack = 1.0 - k * mu  # the room the linear term leaves below the identity
+    if slack <= 0.0:
+        return math.nan
+    disc = slack * slack - 2.0 * k * k * var * log_c
+    if disc < 0.0:
+        return math.nan
+    # The smaller root, written so that it stays exact as σ² → 0 (no 0/0).
+    return 2.0 * k * log_c / (slack + math.sqrt(disc))
+
+
+def min_stable_effective_dim(num_classes: int, cos_mean: float = 0.0,
+                             theta_med_rad: float = THETA0_RAD) -> float:
+    """The smallest effective dimension d_eff = 1 / σ² of the non-target cosines for
+    which dynamic AdaCos's scale has a fixed point (see `dynamic_scale_fixed_point`):
+    ``2 k² ln(C - 1) / (1 - k μ)²``, that is 4 ln(C - 1) with μ = 0 and θ_med ≥ 45°;
+    infinite when k μ ≥ 1 (no variance is small enough).
+
+    Raises:
+        ParameterError: as `dynamic_scale_fixed_point`.
+    """
+    log_c = math.log(_check_num_classes(num_classes, 3) - 1)
+    mu = _check_cos_mean(cos_mean)
+    k = _update_gain(theta_med_rad)
+    slack = 1.0 - k * mu
+    if slack <= 0.0:
+        return math.inf
+    return 2.0 * k * k * log_c / (slack * slack)
 
 
 def _target_cosine_of_angle(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -369,3 +370,100 @@ def test_plot_reports_an_unwritable_folder(tmp_path) -> None:
         plot_target_probability(10, [8], [0.2], margin_scale=30.0, out_dir=blocker / "figures")
     assert blocker.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+# -- dynamic AdaCos: the fixed point of its scale update -----------------------------------
+
+
+def _iterate_scale_map(C: int, var: float, mu: float, theta: float, steps: int = 20_000,
+                       start: float | None = None) -> float:
+    """s ↦ k (ln(C-1) + s μ + s² σ²/2) iterated from s_f (or `start`): its limit, or inf
+    once it runs past 1e6 (the slow, obviously correct reference)."""
+    k = 1.0 / math.cos(min(math.pi / 4, theta))
+    s = k * math.log(C - 1) if start is None else start
+    for _ in range(steps):
+        nxt = k * (math.log(C - 1) + s * mu + s * s * var / 2)
+        if nxt > 1e6:
+            return math.inf
+        if abs(nxt - s) < 1e-12 * max(1.0, s):
+            return nxt
+        s = nxt
+    return s
+
+
+@pytest.mark.parametrize("C", [10, 100, 4000, 10_575])
+@pytest.mark.parametrize("dim", [8, 24, 40, 64, 512])
+@pytest.mark.parametrize(("mu", "theta"), [(0.0, math.pi / 4), (0.0, 1.2), (0.01, 1.0),
+                                           (-0.02, 0.5), (0.05, 0.3)])
+def test_the_fixed_point_is_where_the_map_converges(C, dim, mu, theta):
+    var = 1.0 / dim
+    closed = theory.dynamic_scale_fixed_point(C, var, mu, theta)
+    limit = _iterate_scale_map(C, var, mu, theta)
+    if math.isnan(closed):
+        assert limit == math.inf  # no fixed point: the scale runs away
+    else:
+        assert limit == pytest.approx(closed, rel=1e-8)
+        k = 1.0 / math.cos(min(math.pi / 4, theta))
+        assert closed == pytest.approx(k * (math.log(C - 1) + closed * mu
+                                            + closed**2 * var / 2), rel=1e-10)
+
+
+@pytest.mark.parametrize("C", [3, 100, 4000, 85_742])
+@pytest.mark.parametrize(("mu", "theta"), [(0.0, math.pi / 4), (0.0, 1.5), (0.02, 0.6),
+                                           (-0.05, math.pi / 4)])
+def test_the_bound_separates_runaway_from_convergence(C, mu, theta):
+    d_min = theory.min_stable_effective_dim(C, mu, theta)
+    k = 1.0 / math.cos(min(math.pi / 4, theta))
+    assert d_min == pytest.approx(2 * k * k * math.log(C - 1) / (1 - k * mu) ** 2)
+    above, below = 1.0 / (d_min * 1.01), 1.0 / (d_min * 0.99)
+    assert math.isfinite(theory.dynamic_scale_fixed_point(C, above, mu, theta))
+    assert _iterate_scale_map(C, above, mu, theta) < math.inf
+    assert math.isnan(theory.dynamic_scale_fixed_point(C, below, mu, theta))
+    assert _iterate_scale_map(C, below, mu, theta) == math.inf
+
+
+def test_the_bound_is_four_ln_c_minus_1_at_theta0_and_the_fixed_point_tends_to_s_f():
+    for C in (100, 4000, 10_575):
+        assert theory.min_stable_effective_dim(C) == pytest.approx(4 * math.log(C - 1))
+        assert theory.dynamic_scale_fixed_point(C, 0.0) == pytest.approx(theory.fixed_scale(C))
+        # More variance, a larger fixed scale: the map's quadratic term lifts it.
+        points = [theory.dynamic_scale_fixed_point(C, 1 / d) for d in (4096, 512, 64)]
+        assert points == sorted(points) and points[0] > theory.fixed_scale(C)
+    # The issue's measurements: C = 4000 with D = 32 runs away, D = 128 does not.
+    assert math.isnan(theory.dynamic_scale_fixed_point(4000, 1 / 32))
+    assert math.isfinite(theory.dynamic_scale_fixed_point(4000, 1 / 128))
+
+
+def test_a_mean_cosine_that_fills_the_gain_leaves_no_fixed_point():
+    mu = 0.75  # k μ = √2 · 0.75 > 1: the linear term alone outgrows the identity
+    assert theory.min_stable_effective_dim(100, mu) == math.inf
+    assert math.isnan(theory.dynamic_scale_fixed_point(100, 0.0, mu))
+    assert _iterate_scale_map(100, 0.0, mu, math.pi / 4) == math.inf
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    ((2, 0.01), "num_classes"), ((100, -0.1), "cos_var"), ((100, math.nan), "cos_var"),
+    ((100, 0.01, 1.5), "cos_mean"), ((100, 0.01, 0.0, -0.1), "theta_med_rad"),
+    ((100, 0.01, 0.0, 4.0), "theta_med_rad"),
+])
+def test_impossible_stability_parameters_are_parameter_errors(args, match):
+    with pytest.raises(ParameterError, match=match):
+        theory.dynamic_scale_fixed_point(*args)
+
+
+def test_the_theory_command_says_whether_a_head_of_dim_d_is_inside_the_bound():
+    from typer.testing import CliRunner
+
+    from adastudy.cli import app
+
+    out = CliRunner().invoke(app, ["theory", "--classes", "4000", "--dim", "32", "--no-plot",
+                                   "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["min_stable_effective_dim"] == pytest.approx(4 * math.log(3999))
+    assert data["dim"] == {"embedding_dim": 32, "inside": False, "fixed_point": None}
+    text = CliRunner().invoke(app, ["theory", "--classes", "4000", "--dim", "128", "--no-plot"])
+    assert text.exit_code == 0
+    s_star = theory.dynamic_scale_fixed_point(4000, 1 / 128)
+    assert f"inside the bound, fixed point s* = {s_star:.2f}" in text.stdout
+    assert "d_eff ≥ 4 ln(C − 1) = 33.2" in text.stdout

@@ -158,6 +158,12 @@ def theory(
     out: Annotated[
         Path, typer.Option("--out", help="Folder for the figure (PNG and SVG).")
     ] = DEFAULT_THEORY_OUT,
+    dim: Annotated[
+        int | None,
+        typer.Option("--dim", min=1, help="Embedding dimension D: is a random-init head of "
+                     "this size inside dynamic AdaCos's stability bound?",
+                     show_default=False),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")
     ] = False,
@@ -186,18 +192,35 @@ def theory(
             classes, scale_values, margin_values, margin_scale=margin_scale, out_dir=out
         )
 
+    d_min = closed_form.min_stable_effective_dim(classes)
+    # A random-init head: the cosines of random directions in D dimensions have mean 0
+    # and variance 1/D, so d_eff = D.
+    s_star = None if dim is None else closed_form.dynamic_scale_fixed_point(classes, 1.0 / dim)
     if as_json:
         payload = {
             "num_classes": classes,
             "fixed_scale": s_f,
+            "min_stable_effective_dim": d_min,
             "rows": [row.as_dict() for row in rows],
             "figures": [str(path) for path in figures],
         }
+        if dim is not None:
+            payload["dim"] = {"embedding_dim": dim, "inside": dim >= d_min,
+                              "fixed_point": _json_safe(s_star)}
         typer.echo(json.dumps(payload, indent=2))
         return
 
     # Plain lines through typer.echo: rich would wrap long paths at the console width.
     typer.echo(f"s_f = {s_f:.2f}")
+    typer.echo(f"dynamic AdaCos: its scale has a fixed point while d_eff ≥ 4 ln(C − 1) = "
+               f"{d_min:.1f} (d_eff = 1 / variance of the non-target cosines, their mean 0, "
+               "θ_med ≥ 45°); below it s runs away")
+    if dim is not None:
+        typer.echo(
+            f"a random-init head of D = {dim} (d_eff = D): "
+            + (f"inside the bound, fixed point s* = {s_star:.2f}" if dim >= d_min else
+               "outside the bound: no fixed point, the dynamic scale runs away")
+            + " (training lowers d_eff below D: measure it in your runs)")
     table = Table(title=f"P(θ) with B ≈ C − 1, C = {classes:,}")
     for column in ("head", "s", "m (rad)", "P(θ=0)", "P(θ=π/4)", "P(θ=π/2)"):
         table.add_column(column, justify="left" if column == "head" else "right")
