@@ -44,6 +44,7 @@ __all__ = [
     "CosineHead",
     "NormFaceHead",
     "SoftmaxHead",
+    "SPREAD_STATISTICS",
     "build_head",
     "check_head_params",
 ]
@@ -57,6 +58,13 @@ __all__ = [
 #: - ``ln_b_avg``: ln of the batch mean of B_i = Σ_{k≠y_i} exp(s cos θ_ik); for
 #:   adacos-dynamic at the previous scale s(t−1), as in its update rule.
 #: - ``ln_b_avg_ratio``: ln B_avg / ln(C − 1); 1 when B_avg = C − 1 (claim C5).
+#: - ``cos_nontarget_var``: variance of the cosines to the non-target class centres,
+#:   pooled over the labelled rows (NaN for softmax: its logits are not cosines, and
+#:   their squares would cost a second matmul).
+#: - ``d_eff``: 1 / cos_nontarget_var, the cosines' effective dimension.
+#: - ``stability_margin``: d_eff / d_eff_min, where d_eff_min =
+#:   `theory.min_stable_effective_dim` at the batch's θ_med and mean non-target cosine:
+#:   below 1, dynamic AdaCos's scale update has no fixed point and s runs away.
 STATISTICS = (
     "s",
     "theta_med_rad",
@@ -65,7 +73,14 @@ STATISTICS = (
     "p_target_mean",
     "ln_b_avg",
     "ln_b_avg_ratio",
+    "cos_nontarget_var",
+    "d_eff",
+    "stability_margin",
 )
+
+#: The statistics of the cosines' spread, which softmax (not a cosine head) records as
+#: NaN.
+SPREAD_STATISTICS = ("cos_nontarget_var", "d_eff", "stability_margin")
 
 # Keeps sqrt(1 - cos²) and its gradient finite at cos = ±1 in ArcFace; its effect on
 # the value is below float32 resolution of the angle (sqrt(1e-12) = 1e-6 rad).
@@ -152,11 +167,15 @@ class CosineHead(nn.Module):
         """cos θ_i,y_i, (N,): the similarity itself for cosine heads."""
         return sim_target
 
-    def mean_nontarget_cosine(
+    def nontarget_cosine_moments(
         self, embeddings: Tensor, sim: Tensor, cos_target: Tensor
-    ) -> Tensor:
-        """Mean over k ≠ y_i of cos θ_ik, (N,)."""
-        return (sim.sum(dim=1) - cos_target) / max(self.num_classes - 1, 1)
+    ) -> tuple[Tensor, Tensor]:
+        """Mean over k ≠ y_i of cos θ_ik and of cos² θ_ik, each (N,). The squares come
+        from a norm (one fused pass over sim, no (N, C) temporary)."""
+        others = max(self.num_classes - 1, 1)
+        mean = (sim.sum(dim=1) - cos_target) / others
+        square = (torch.linalg.vector_norm(sim, dim=1).square() - cos_target.square()) / others
+        return mean, square
 
     # -- the skeleton -------------------------------------------------------------------
 
@@ -254,13 +273,19 @@ class CosineHead(nn.Module):
             ln_b = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim))
         # P_iy = e^{f_iy} / (e^{f_iy} + B_i) = sigmoid(f_iy - ln B_i): exact, never overflows.
         p_target = torch.sigmoid(new_target * scale - ln_b)
-        cos_nontarget = self.mean_nontarget_cosine(embeddings, sim, batch.cos_target)
-        per_row = torch.stack([batch.theta_rad, cos_nontarget, p_target])
-        theta_mean, cos_nontarget_mean, p_target_mean = (per_row @ (valid / batch.count)).unbind()
+        cos_mean, cos_square = self.nontarget_cosine_moments(embeddings, sim, batch.cos_target)
+        per_row = torch.stack([batch.theta_rad, cos_mean, cos_square, p_target])
+        theta_mean, mu, second, p_target_mean = (per_row @ (valid / batch.count)).unbind()
         ln_b_avg = batch.ln_b_sum - batch.count.log()
+        var = (second - mu * mu).clamp(min=0.0)  # pooled over (i, k ≠ y_i)
+        # d_eff / d_eff_min with d_eff_min = 2 k² ln(C-1) / (1 - k μ)², k = 1 / cos(min(π/4,
+        # θ_med)) (theory.min_stable_effective_dim), written without a division by zero.
+        cos_k = torch.cos(batch.theta_med_rad.clamp(max=math.pi / 4))
+        slack = (1.0 - mu / cos_k).clamp(min=0.0)
+        margin = slack * slack * cos_k * cos_k * self._inv_ln_c_minus_1 / (2.0 * var)
         return torch.stack([
-            scale, batch.theta_med_rad, theta_mean, cos_nontarget_mean, p_target_mean,
-            ln_b_avg, ln_b_avg * self._inv_ln_c_minus_1,
+            scale, batch.theta_med_rad, theta_mean, mu, p_target_mean,
+            ln_b_avg, ln_b_avg * self._inv_ln_c_minus_1, var, 1.0 / var, margin,
         ]).float()
 
 
@@ -439,13 +464,15 @@ class SoftmaxHead(CosineHead):
         w = F.normalize(self.weight.detach()[index.squeeze(1)].to(sim_target.dtype), dim=1)
         return (x * w).sum(dim=1)
 
-    def mean_nontarget_cosine(
+    def nontarget_cosine_moments(
         self, embeddings: Tensor, sim: Tensor, cos_target: Tensor
-    ) -> Tensor:
-        # Σ_k <x̂, Ŵ_k> = <x̂, Σ_k Ŵ_k>: O((N + C) D), no (N, C) pass.
+    ) -> tuple[Tensor, Tensor]:
+        # Σ_k <x̂, Ŵ_k> = <x̂, Σ_k Ŵ_k>: O((N + C) D), no (N, C) pass. The squares have no
+        # such shortcut (they would cost a second matmul): NaN.
         x = F.normalize(embeddings.detach().to(sim.dtype), dim=1)
         w_sum = F.normalize(self.weight.detach().to(sim.dtype), dim=1).sum(dim=0)
-        return (x @ w_sum - cos_target) / max(self.num_classes - 1, 1)
+        mean = (x @ w_sum - cos_target) / max(self.num_classes - 1, 1)
+        return mean, torch.full_like(mean, math.nan)
 
 
 # The heads' hyperparameters and their validation live in `theory` (no torch), so the

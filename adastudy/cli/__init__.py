@@ -384,6 +384,9 @@ _WINDOW_LABELS = {
     "p_target_mean": "mean P(true class)",
     "ln_b_avg": "ln B_avg",
     "ln_b_avg_ratio": "ln B_avg / ln(C − 1)",
+    "cos_nontarget_var": "variance of cos to other classes",
+    "d_eff": "d_eff (1 / that variance)",
+    "stability_margin": "stability margin d_eff / d_eff_min",
 }
 
 
