@@ -1,7 +1,8 @@
 """Backbones that end in an embedding: an MLP for feature vectors, a small CNN for images.
 
-Both end in a linear layer and a BatchNorm1d on the embedding (as face-recognition
-backbones do: the "BN-neck" keeps the embedding's scale stable for the cosine heads).
+Both end in a linear layer and, by default, a BatchNorm1d on the embedding (as
+face-recognition backbones do: the "BN-neck" keeps the embedding centred and its scale
+stable for the cosine heads); `model.embedding_norm = "none"` leaves it out.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ class MLP(nn.Module):
     """Linear → BatchNorm → ReLU (→ Dropout) per hidden width, then the embedding."""
 
     def __init__(
-        self, in_features: int, hidden: tuple[int, ...], embedding_dim: int, dropout: float = 0.0
+        self, in_features: int, hidden: tuple[int, ...], embedding_dim: int, dropout: float = 0.0,
+        embedding_norm: str = "batchnorm",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -29,7 +31,8 @@ class MLP(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h
-        layers += [nn.Linear(width, embedding_dim, bias=False), nn.BatchNorm1d(embedding_dim)]
+        layers += [nn.Linear(width, embedding_dim, bias=False), _embedding_norm(
+            embedding_norm, embedding_dim)]
         self.net = nn.Sequential(*layers)
         self.embedding_dim = embedding_dim
 
@@ -46,6 +49,7 @@ class SmallCNN(nn.Module):
         channels: tuple[int, ...],
         embedding_dim: int,
         dropout: float = 0.0,
+        embedding_norm: str = "batchnorm",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -62,13 +66,23 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.embed = nn.Sequential(
-            nn.Linear(width, embedding_dim, bias=False), nn.BatchNorm1d(embedding_dim)
+            nn.Linear(width, embedding_dim, bias=False),
+            _embedding_norm(embedding_norm, embedding_dim),
         )
         self.embedding_dim = embedding_dim
 
     def forward(self, x: Tensor) -> Tensor:
         pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1)
         return self.embed(self.dropout(pooled))
+
+
+def _embedding_norm(name: str, embedding_dim: int) -> nn.Module:
+    """What follows the embedding's linear layer (`ModelSpec.embedding_norm`)."""
+    if name == "batchnorm":
+        return nn.BatchNorm1d(embedding_dim)
+    if name == "none":
+        return nn.Identity()
+    raise ParameterError(f"model.embedding_norm: must be batchnorm or none, got {name!r}")
 
 
 def build_backbone(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Module:
@@ -83,7 +97,8 @@ def build_backbone(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Module:
         in_features = 1
         for size in input_shape:
             in_features *= size
-        return MLP(in_features, spec.hidden, spec.embedding_dim, spec.dropout)
+        return MLP(in_features, spec.hidden, spec.embedding_dim, spec.dropout,
+                   spec.embedding_norm)
     if len(input_shape) != 3:
         raise ParameterError(
             f"model.name: 'cnn' needs images (channels, H, W), the data gives shape {input_shape}"
@@ -94,4 +109,5 @@ def build_backbone(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Module:
             f"model.channels: {len(spec.channels)} stages halve {side} px below 1 px; "
             f"use at most {max(1, side.bit_length() - 1)} stages"
         )
-    return SmallCNN(input_shape[0], spec.channels, spec.embedding_dim, spec.dropout)
+    return SmallCNN(input_shape[0], spec.channels, spec.embedding_dim, spec.dropout,
+                    spec.embedding_norm)

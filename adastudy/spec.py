@@ -101,6 +101,11 @@ class ModelSpec(_Section):
     #: CNN channels per stage (each stage halves the resolution).
     channels: tuple[int, ...] = (32, 64, 128)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    #: What ends the backbone after its last linear layer: "batchnorm" (the BN-neck of
+    #: face-recognition backbones, which keeps the embedding centred: the non-target
+    #: cosines' mean stays near 0) or "none" (the mean drifts; dynamic AdaCos's scale
+    #: then loses its fixed point sooner, see `theory.min_stable_effective_dim`).
+    embedding_norm: Literal["batchnorm", "none"] = "batchnorm"
 
     @model_validator(mode="after")
     def _positive_widths(self) -> ModelSpec:
@@ -397,6 +402,8 @@ class StudySpec(_Section):
             del dumped["variants"]
         if self.claims == ClaimsSection():  # so do specs written before [claims]
             del dumped["claims"]
+        if self.model.embedding_norm == "batchnorm":  # and before model.embedding_norm
+            del dumped["model"]["embedding_norm"]
         text = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -167,12 +167,18 @@ def test_a_spec_without_variants_keeps_its_digest():
     dumped = study.model_dump(mode="json")
     del dumped["variants"]
     del dumped["claims"]  # nor before [claims]
+    del dumped["model"]["embedding_norm"]  # nor before model.embedding_norm
     expected = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
     assert study.digest() == expected
     with_variant = specs.parse({"train": {"epochs": 3}, "variants": {"v": {}}})
     assert with_variant.digest() != study.digest()
     with_level = specs.parse({"train": {"epochs": 3}, "claims": {"c7_level_deg": 30}})
     assert with_level.digest() != study.digest()
+    # Nor before model.embedding_norm: its default leaves the digest alone.
+    plain = specs.parse({"train": {"epochs": 3}, "model": {"embedding_norm": "none"}})
+    assert plain.digest() != study.digest()
+    named = specs.parse({"train": {"epochs": 3}, "model": {"embedding_norm": "batchnorm"}})
+    assert named.digest() == study.digest()
 
 
 @pytest.mark.parametrize(

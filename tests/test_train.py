@@ -241,3 +241,29 @@ def test_the_stability_margin_falls_below_one_where_dynamic_adacos_runs_away():
     assert stable.state == "complete"
     late = [r for r in reporter.rows if "stability_margin" in r][-5:]
     assert all(r["stability_margin"] > 1.0 for r in late)
+
+
+def test_without_the_bn_neck_the_mean_cosine_drifts_and_the_runaway_comes_sooner():
+    study = specs.load(Path(__file__).resolve().parents[1] / "studies" / "claims-cpu.toml")
+    trial = study.trial("adacos-dynamic", variant="c4000-d32")
+    found = {}
+    for norm in ("batchnorm", "none"):
+        spec = trial.model_copy(update={"model": trial.model.model_copy(
+            update={"embedding_norm": norm})})
+        reporter = RecordingReporter()
+        found[norm] = (run_trial(spec, reporter), [r for r in reporter.rows if "d_eff" in r])
+    (with_bn, bn_rows), (without, plain_rows) = found["batchnorm"], found["none"]
+    assert with_bn.state == without.state == "diverged"
+    assert without.diverged_step < with_bn.diverged_step
+    assert plain_rows[-1]["cos_nontarget_mean"] > 5 * abs(bn_rows[-1]["cos_nontarget_mean"])
+
+
+@pytest.mark.parametrize(("norm", "last"), [("batchnorm", torch.nn.BatchNorm1d),
+                                            ("none", torch.nn.Identity)])
+@pytest.mark.parametrize("shape", [(16,), (3, 16, 16)])
+def test_the_embedding_norm_ends_either_backbone(norm, last, shape):
+    from adastudy.models import build_backbone
+
+    model = build_backbone(ModelSpec(embedding_norm=norm, channels=(8, 16), hidden=(8,)),
+                           shape)
+    assert isinstance(list(model.modules())[-1], last)
