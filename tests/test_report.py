@@ -359,3 +359,16 @@ def test_the_manifest_reads_as_a_table_with_the_json_folded(run_dir, tmp_path):
     assert '<table class="manifest-summary">' in page
     assert re.search(r'<details class="manifest"><summary>[^<]*</summary>\s*<pre', page)
     assert "../shared" not in text and "../shared" not in page
+
+
+def test_the_leaderboard_marks_the_configuration_chosen_on_validation(run_dir):
+    from adastudy.claims import Evidence, configs, pick_best
+
+    report = content.build(run_dir)
+    [table] = [t for s in report.sections if s.id == "leaderboard" for t in s.tables
+               if t.caption == "cosface"]
+    marked = [row for row in table.rows if any("◆ chosen" in cell for cell in row)]
+    ev = Evidence.from_run(run_dir)
+    chosen = pick_best(ev, configs(ev, "main", ["cosface"])).config
+    assert len(marked) == 1
+    assert (marked[0][0], marked[0][1]) == (f"{chosen.s:g}", f"{chosen.m:g}")

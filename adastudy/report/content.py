@@ -96,13 +96,10 @@ def _leaderboard_tables(ev: Evidence) -> list[Table]:
     tables = []
     for (variant, head), rows in board.groupby(["variant", "head"], sort=False):
         found = claims.configs(ev, variant, [head])
-        validation = {}
-        chosen = None
-        if selects in ev.trials:
-            for config in found:
-                values = list(config.outcomes(ev, selects).values())
-                validation[(config.s, config.m)] = float(np.mean(values)) if values else math.nan
-            chosen = claims.pick_best(ev, found).config if len(found) > 1 else None
+        validation = ({(c.s, c.m): _validation_mean(ev, c) for c in found}
+                      if selects in ev.trials else {})
+        pick = _pick(ev, found) if len(found) > 1 else None  # one config: nothing chosen
+        chosen = pick.config if pick is not None else None
         cells = []
         for row in rows.to_dict(orient="records"):
             ci = ("-" if not math.isfinite(row["ci95_low"])
