@@ -64,7 +64,13 @@ __all__ = [
 #: - ``d_eff``: 1 / cos_nontarget_var, the cosines' effective dimension.
 #: - ``stability_margin``: d_eff / d_eff_min, where d_eff_min =
 #:   `theory.min_stable_effective_dim` at the batch's θ_med and mean non-target cosine:
-#:   below 1, dynamic AdaCos's scale update has no fixed point and s runs away.
+#:   below 1, dynamic AdaCos's scale update has no fixed point and s runs away (in the
+#:   Gaussian approximation of ln B_avg that the bound rests on).
+#: - ``update_slope``: the slope of dynamic AdaCos's update map s ↦ k · ln B_avg(s),
+#:   k = 1 / cos(min(π/4, θ_med)), at the batch's (starting) scale: k times the
+#:   B-weighted mean non-target cosine, exact (no approximation). ln B_avg is convex in
+#:   s, so once the slope is above 1 while s grows, s grows without bound for these
+#:   cosines: the run-away's point of no return (the early-stop guard's signal).
 STATISTICS = (
     "s",
     "theta_med_rad",
@@ -76,11 +82,12 @@ STATISTICS = (
     "cos_nontarget_var",
     "d_eff",
     "stability_margin",
+    "update_slope",
 )
 
 #: The statistics of the cosines' spread, which softmax (not a cosine head) records as
 #: NaN.
-SPREAD_STATISTICS = ("cos_nontarget_var", "d_eff", "stability_margin")
+SPREAD_STATISTICS = ("cos_nontarget_var", "d_eff", "stability_margin", "update_slope")
 
 # Keeps sqrt(1 - cos²) and its gradient finite at cos = ±1 in ArcFace; its effect on
 # the value is below float32 resolution of the angle (sqrt(1e-12) = 1e-6 rad).
@@ -102,6 +109,8 @@ class CosineHead(nn.Module):
     adaptive = False
     #: True for heads whose `target_cosine` is not the identity.
     has_margin = False
+    #: False for softmax, whose logits are not cosines (its `SPREAD_STATISTICS` are NaN).
+    cosine_logits = True
 
     def __init__(self, num_classes: int, embedding_dim: int, s: float) -> None:
         super().__init__()
@@ -244,7 +253,8 @@ class CosineHead(nn.Module):
         cos_target = self.cosine_to_target(embeddings, sim_target, index)
         theta = torch.acos(cos_target.clamp(-1.0, 1.0))
         invalid = ~valid
-        ln_b = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim))
+        ln_b, tilted = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim),
+                                          tilted=True)
         return _BatchGeometry(
             cos_target=cos_target,
             theta_rad=theta,
@@ -252,6 +262,7 @@ class CosineHead(nn.Module):
             ln_b=ln_b,
             ln_b_sum=ln_b.masked_fill(invalid, -math.inf).logsumexp(dim=0),
             count=valid.sum().to(sim.dtype),
+            tilted_cos=tilted,
         )
 
     def _statistics(
@@ -270,7 +281,7 @@ class CosineHead(nn.Module):
         # ln B_avg statistic stays the one of its update rule, at s(t-1).
         ln_b = batch.ln_b
         if self.adaptive:
-            ln_b = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim))
+            ln_b, _ = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim))
         # P_iy = e^{f_iy} / (e^{f_iy} + B_i) = sigmoid(f_iy - ln B_i): exact, never overflows.
         p_target = torch.sigmoid(new_target * scale - ln_b)
         cos_mean, cos_square = self.nontarget_cosine_moments(embeddings, sim, batch.cos_target)
@@ -283,9 +294,13 @@ class CosineHead(nn.Module):
         cos_k = torch.cos(batch.theta_med_rad.clamp(max=math.pi / 4))
         slack = (1.0 - mu / cos_k).clamp(min=0.0)
         margin = slack * slack * cos_k * cos_k * self._inv_ln_c_minus_1 / (2.0 * var)
+        # d ln B_avg / ds = Σ_i B_i m_i / Σ_i B_i, m_i row i's B-weighted mean cosine.
+        weights = torch.exp(batch.ln_b - batch.ln_b_sum) * valid
+        slope = (weights @ batch.tilted_cos) / cos_k if self.cosine_logits \
+            else torch.full_like(mu, math.nan)
         return torch.stack([
             scale, batch.theta_med_rad, theta_mean, mu, p_target_mean,
-            ln_b_avg, ln_b_avg * self._inv_ln_c_minus_1, var, 1.0 / var, margin,
+            ln_b_avg, ln_b_avg * self._inv_ln_c_minus_1, var, 1.0 / var, margin, slope,
         ]).float()
 
 
@@ -299,10 +314,16 @@ class _BatchGeometry(NamedTuple):
     ln_b: Tensor  #: ln B_i = ln Σ_{k≠y_i} exp(s cos θ_ik) at the batch's starting s, (N,)
     ln_b_sum: Tensor  #: ln Σ_i B_i over labelled rows (0-d; -inf if none)
     count: Tensor  #: number of labelled rows (0-d, float)
+    #: Σ_{k≠y_i} sim_ik B_ik / B_i: the mean non-target cosine weighted as in B_i,
+    #: which is d ln B_i / ds (N,)
+    tilted_cos: Tensor
 
 
-def _log_nontarget_sum(sim: Tensor, index: Tensor, scale: Tensor, workspace: Tensor) -> Tensor:
-    """ln B_i = ln Σ_{k≠y_i} exp(s · sim_ik) per row, as a log-sum-exp (never overflows).
+def _log_nontarget_sum(
+    sim: Tensor, index: Tensor, scale: Tensor, workspace: Tensor, tilted: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    """ln B_i = ln Σ_{k≠y_i} exp(s · sim_ik) per row, as a log-sum-exp (never overflows),
+    and with `tilted` its derivative in s, the mean of sim_ik weighted by exp(s · sim_ik).
 
     Works in place in `workspace` (shaped like `sim`): on the CPU a fresh (N, C) tensor
     per call costs more in page faults than the arithmetic itself.
@@ -310,8 +331,14 @@ def _log_nontarget_sum(sim: Tensor, index: Tensor, scale: Tensor, workspace: Ten
     scaled = torch.mul(sim, scale, out=workspace)
     scaled.scatter_(1, index, -math.inf)
     row_max = scaled.amax(dim=1, keepdim=True)
-    scaled.sub_(row_max).exp_()
-    return row_max.squeeze(1) + scaled.sum(dim=1).log()
+    weights = scaled.sub_(row_max).exp_()
+    row_sum = weights.sum(dim=1)
+    ln_b = row_max.squeeze(1) + row_sum.log()
+    if not tilted:
+        return ln_b, None
+    # A batched row-by-row dot product: no (N, C) temporary.
+    weighted = torch.bmm(weights.unsqueeze(1), sim.unsqueeze(2)).view(-1)
+    return ln_b, weighted / row_sum
 
 
 class CosFaceHead(CosineHead):
@@ -402,6 +429,8 @@ class AdaCosDynamicHead(CosineHead):
 
     def __init__(self, num_classes: int, embedding_dim: int) -> None:
         super().__init__(num_classes, embedding_dim, fixed_scale(num_classes))
+        #: A ceiling on s (`train.adacos_scale_max`, a guard; None: the paper's rule).
+        self.scale_max: float | None = None
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, s0={fixed_scale(self.num_classes):.4f}"
@@ -413,6 +442,8 @@ class AdaCosDynamicHead(CosineHead):
         new = (ln_b_sum - count.log()) / torch.cos(theta_med.clamp(max=math.pi / 4))
         # A batch with no labelled row keeps the previous scale (no host sync to test it).
         new = torch.where(count > 0, new, previous_scale)
+        if self.scale_max is not None:
+            new = new.clamp(max=self.scale_max)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.broadcast(new, src=0)
         return new
@@ -447,6 +478,7 @@ class SoftmaxHead(CosineHead):
     """
 
     name = "softmax"
+    cosine_logits = False
 
     def __init__(self, num_classes: int, embedding_dim: int) -> None:
         super().__init__(num_classes, embedding_dim, 1.0)

@@ -141,6 +141,16 @@ class TrainSpec(_Section):
     amp: bool = True
     #: Evaluate images with their horizontal flip summed in (insightface protocol).
     flip_eval: bool = True
+    #: Guards for dynamic AdaCos, off by default (the paper's method has none); they
+    #: change nothing for the other heads.
+    #: A ceiling on the dynamic scale: s(t) = min(k · ln B_avg, adacos_scale_max). The
+    #: trial records how many steps it bound; the report keeps such runs apart.
+    adacos_scale_max: float | None = Field(None, gt=0.0, le=1e4)
+    #: End a trial as diverged ("stability guard") once `stability_stop_windows` log
+    #: windows in a row had the scale update's slope above 1 while s grew (the point of
+    #: no return of the run-away, see `heads.STATISTICS`'s update_slope), instead of
+    #: training on until s passes 1e4.
+    stability_stop_windows: int | None = Field(None, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _check(self) -> TrainSpec:
@@ -283,6 +293,15 @@ class Variant(_Section):
     train: dict[str, Any] = {}
 
 
+#: Keys added after specs were first written, with their defaults: a spec that leaves
+#: them at the default keeps the digest it had before they existed.
+_LATER_KEYS: dict[tuple[str, str], Any] = {
+    ("model", "embedding_norm"): "batchnorm",
+    ("train", "adacos_scale_max"): None,
+    ("train", "stability_stop_windows"): None,
+}
+
+
 class StudySpec(_Section):
     """A whole spec file."""
 
@@ -402,8 +421,10 @@ class StudySpec(_Section):
             del dumped["variants"]
         if self.claims == ClaimsSection():  # so do specs written before [claims]
             del dumped["claims"]
-        if self.model.embedding_norm == "batchnorm":  # and before model.embedding_norm
-            del dumped["model"]["embedding_norm"]
+        # And so do specs written before a key existed, while it keeps its default.
+        for (section, key), default in _LATER_KEYS.items():
+            if dumped[section].get(key, default) == default:
+                dumped[section].pop(key, None)
         text = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -94,9 +94,55 @@ class TrialResult:
     steps_to_theta_med: dict[str, int | None] = field(default_factory=dict)
     diverged_step: int | None = None
     diverged_reason: str | None = None
+    #: How a diverged trial was found out: "observed" (a non-finite loss or s above
+    #: `MAX_SCALE`) or "stability guard" (`train.stability_stop_windows`: predicted).
+    diverged_by: str | None = None
+    #: Steps at which `train.adacos_scale_max` bound the dynamic scale, and the first.
+    scale_clamped_steps: int = 0
+    scale_clamped_first_step: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class _ScaleGuards:
+    """Dynamic AdaCos's optional guards (`train.adacos_scale_max`,
+    `train.stability_stop_windows`), checked on the host once per log window; inert for
+    heads whose scale does not change."""
+
+    def __init__(self, train: TrainSpec, head: nn.Module) -> None:
+        adaptive = bool(getattr(head, "adaptive", False))
+        cap = train.adacos_scale_max if adaptive else None
+        if cap is not None:
+            head.scale_max = cap
+        # The clamp writes float32(cap): a row's s equals it exactly when the cap bound.
+        self.cap = float(torch.tensor(cap, dtype=torch.float32)) if cap is not None else None
+        self.windows = train.stability_stop_windows if adaptive else None
+        self.clamped_steps = 0
+        self.first_clamped_step: int | None = None
+        self._run = 0
+        self._last_scale = float(head.current_scale) if self.windows else math.nan
+
+    def count(self, step: int, scale: float) -> None:
+        """Note one step's scale (the clamp's record)."""
+        if self.cap is not None and scale >= self.cap:
+            self.clamped_steps += 1
+            if self.first_clamped_step is None:
+                self.first_clamped_step = step
+
+    def stop_reason(self, means: Mapping[str, float]) -> str | None:
+        """The early stop's reason after a window with these means, or None."""
+        if self.windows is None:
+            return None
+        scale, slope = means["s"], means["update_slope"]
+        grew = scale > self._last_scale
+        self._last_scale = scale
+        self._run = self._run + 1 if grew and slope > 1.0 else 0
+        if self._run < self.windows:
+            return None
+        return (f"stability guard: the scale update's slope was above 1 while s grew for "
+                f"{self.windows} window{'s' if self.windows != 1 else ''} "
+                f"(slope {slope:.3g}, s = {scale:.4g})")
 
 
 def choose_device(name: str) -> torch.device:
@@ -193,6 +239,7 @@ def run_trial(
     head = build_head(
         spec.head, data.num_classes, spec.model.embedding_dim, **spec.head_params()
     ).to(device)
+    guards = _ScaleGuards(train, head)
     params = [*model.parameters(), *head.parameters()]
     optimizer = make_optimizer(params, train)
 
@@ -233,10 +280,12 @@ def run_trial(
     val_accuracy = float("nan")
     diverged_step: int | None = None
     diverged_reason: str | None = None
+    diverged_by: str | None = None
 
     def flush() -> bool:
         """Read the window (the one host sync), report its means; False when diverged."""
         nonlocal window_steps, window_start, train_time_s, last, diverged_step, diverged_reason
+        nonlocal diverged_by
         values = rows[:window_steps].tolist()
         now = time.perf_counter()
         elapsed = now - window_start
@@ -248,6 +297,7 @@ def run_trial(
             for level in levels_deg:
                 if first_below[f"{level:g}"] is None and theta_med_deg < level:
                     first_below[f"{level:g}"] = first_step + offset
+            guards.count(first_step + offset, scale)
             reason = None
             if not math.isfinite(loss_value):
                 reason = "loss is not finite"
@@ -255,6 +305,7 @@ def run_trial(
                 reason = f"scale s is not finite or > {MAX_SCALE:g} (s = {scale:g})"
             if reason is not None:
                 diverged_step, diverged_reason = first_step + offset, reason
+                diverged_by = "observed"
                 values = values[: offset + 1]
                 break
         per_column = zip(*values, strict=True)
@@ -265,6 +316,8 @@ def run_trial(
         last = means
         window_steps = 0
         window_start = time.perf_counter()
+        if diverged_step is None and (stop := guards.stop_reason(means)) is not None:
+            diverged_step, diverged_reason, diverged_by = step, stop, "stability guard"
         if diverged_step is not None:
             reporter.report(diverged_step, means)
             return False
@@ -336,4 +389,7 @@ def run_trial(
         steps_to_theta_med=first_below,
         diverged_step=diverged_step,
         diverged_reason=diverged_reason,
+        diverged_by=diverged_by,
+        scale_clamped_steps=guards.clamped_steps,
+        scale_clamped_first_step=guards.first_clamped_step,
     )

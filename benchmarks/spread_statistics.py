@@ -1,11 +1,13 @@
-"""What the spread statistics (cos_nontarget_var, d_eff, stability_margin) cost a step.
+"""What the spread statistics (cos_nontarget_var, d_eff, stability_margin, update_slope)
+cost a step.
 
     python benchmarks/spread_statistics.py [--rounds 16]
 
 Forward + backward of cosface and adacos-dynamic at N = 256, D = 512, C = 10,000 and
-50,000: with the variance (one more pass over the (N, C) cosines, as a norm) against
-the same step with the mean alone (as before the variance was recorded), alternating
-in one process; median of the rounds after the first two. Target: <= 1.05 x.
+50,000, three ways alternating in one process: everything on; without the update's
+slope (its B-weighted mean cosine, one more pass over the (N, C) cosines as a batched
+dot product); and with the mean non-target cosine alone (as before the variance was
+recorded). Median of the rounds after the first two. Targets: each extra <= 1.05 x.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from adastudy import heads
 from adastudy.heads import CosineHead, build_head
 
 N, D = 256, 512
@@ -29,31 +32,47 @@ def _mean_only(self: CosineHead, embeddings: torch.Tensor, sim: torch.Tensor,
     return mean, mean  # the second moment costs nothing: the step before the variance
 
 
+def _without_slope(sim, index, scale, workspace, tilted=False):  # noqa: ANN001, ANN202
+    ln_b, _ = _LOG_SUM(sim, index, scale, workspace)
+    return ln_b, (torch.zeros_like(ln_b) if tilted else None)
+
+
+_LOG_SUM = heads._log_nontarget_sum
+#: variant → (the non-target moments, the ln B_i function)
+VARIANTS = {
+    "all": (CosineHead.nontarget_cosine_moments, _LOG_SUM),
+    "no slope": (CosineHead.nontarget_cosine_moments, _without_slope),
+    "mean only": (_mean_only, _without_slope),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=16)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    with_variance = CosineHead.nontarget_cosine_moments
+    names = list(VARIANTS)
     for classes in (10_000, 50_000):
         x = torch.randn(N, D, requires_grad=True)
         y = torch.randint(0, classes, (N,))
         for name in ("cosface", "adacos-dynamic"):
             head = build_head(name, classes, D)
-            times: dict[str, list[float]] = {"variance": [], "mean only": []}
+            times: dict[str, list[float]] = {k: [] for k in names}
             for r in range(args.rounds):
-                for variant in (("variance", "mean only") if r % 2 else
-                                ("mean only", "variance")):
-                    CosineHead.nontarget_cosine_moments = (
-                        with_variance if variant == "variance" else _mean_only)
+                for variant in names[r % 3:] + names[:r % 3]:  # each goes first in turn
+                    moments, log_sum = VARIANTS[variant]
+                    CosineHead.nontarget_cosine_moments = moments
+                    heads._log_nontarget_sum = log_sum
                     begin = time.perf_counter()
                     F.cross_entropy(head(x, y), y).backward()
                     times[variant].append(time.perf_counter() - begin)
-            CosineHead.nontarget_cosine_moments = with_variance
-            new, old = (statistics.median(times[k][2:]) for k in ("variance", "mean only"))
-            print(f"C = {classes:,} {name}: with the variance {new * 1e3:.1f} ms, mean only "
-                  f"{old * 1e3:.1f} ms, ratio {new / old:.3f} (target <= {TARGET})")
+            CosineHead.nontarget_cosine_moments, heads._log_nontarget_sum = VARIANTS["all"]
+            med = {k: statistics.median(v[2:]) for k, v in times.items()}
+            print(f"C = {classes:,} {name}: all {med['all'] * 1e3:.1f} ms, no slope "
+                  f"{med['no slope'] * 1e3:.1f} ms, mean only {med['mean only'] * 1e3:.1f} "
+                  f"ms; the slope x{med['all'] / med['no slope']:.3f}, the variance "
+                  f"x{med['no slope'] / med['mean only']:.3f} (targets <= {TARGET})")
     return 0
 
 

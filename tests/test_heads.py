@@ -115,10 +115,17 @@ def ref_forward(name, x, w, bias, y, s_prev, params):
     mu = stats["cos_nontarget_mean"]
     var = sum((c - mu) ** 2 for c in nontarget) / len(nontarget)
     bound = min_stable_effective_dim(num_classes, mu, lower_median(thetas))
+    # The update map's slope k · d ln B_avg / ds at the starting scale, from the
+    # derivative of the sum of exponentials term by term.
+    k = 1 / math.cos(min(math.pi / 4, lower_median(thetas)))
+    pairs = [(cos[i][k_].item(), math.exp(s_prev * cos[i][k_].item()))
+             for i in labelled for k_ in range(num_classes) if k_ != y[i]]
+    slope = k * sum(c * e for c, e in pairs) / sum(e for _, e in pairs)
     if name == "softmax":  # its logits are not cosines: no variance is recorded
-        var = bound = math.nan
+        var = bound = slope = math.nan
     stats |= {"cos_nontarget_var": var, "d_eff": 1 / var if var == var else math.nan,
-              "stability_margin": (1 / var) / bound if var == var else math.nan}
+              "stability_margin": (1 / var) / bound if var == var else math.nan,
+              "update_slope": slope}
     return logits, s, stats
 
 

@@ -267,3 +267,69 @@ def test_the_embedding_norm_ends_either_backbone(norm, last, shape):
     model = build_backbone(ModelSpec(embedding_norm=norm, channels=(8, 16), hidden=(8,)),
                            shape)
     assert isinstance(list(model.modules())[-1], last)
+
+
+# -- dynamic AdaCos's guards (train.adacos_scale_max, train.stability_stop_windows) --------
+
+STABILITY = Path(__file__).resolve().parents[1] / "studies" / "stability.toml"
+
+
+def _with_train(trial: TrialSpec, **train) -> TrialSpec:
+    return TrialSpec.model_validate(
+        {**trial.model_dump(), "train": {**trial.train.model_dump(), **train}})
+
+
+@pytest.fixture(scope="module")
+def runaway():
+    """C = 10,000 with a 32-d embedding: dynamic AdaCos runs away in every seed."""
+    trial = specs.load(STABILITY).trial("adacos-dynamic", variant="c10000-d32")
+    return trial, build_data(trial.data)
+
+
+def test_the_early_stop_guard_ends_a_runaway_sooner_on_the_update_slope(runaway):
+    trial, data = runaway
+    plain = run_trial(trial, data=data)
+    assert plain.state == "diverged" and plain.diverged_by == "observed"
+    guarded = run_trial(_with_train(trial, stability_stop_windows=2),
+                        reporter := RecordingReporter(), data=data)
+    assert guarded.state == "diverged" and guarded.diverged_by == "stability guard"
+    assert "stability guard" in guarded.diverged_reason
+    assert guarded.diverged_step < plain.diverged_step
+    windows = [r for r in reporter.rows if "update_slope" in r]
+    # It fired on two windows in a row with the slope above 1 and s growing.
+    assert windows[-1]["update_slope"] > 1 and windows[-2]["update_slope"] > 1
+    assert windows[-1]["s"] > windows[-2]["s"] > windows[-3]["s"]
+    assert windows[-1]["s"] < train_module.MAX_SCALE
+
+
+def test_the_early_stop_guard_spares_a_run_whose_scale_settles():
+    # C = 1000, D = 32: d_eff falls below the Gaussian bound (margin ≈ 0.7) while s
+    # still grows, yet the scale settles near 24; the slope stays below 1.
+    trial = specs.load(STABILITY).trial("adacos-dynamic", variant="c1000-d32")
+    result = run_trial(_with_train(trial, stability_stop_windows=2),
+                       reporter := RecordingReporter())
+    assert result.state == "complete" and result.diverged_by is None
+    windows = [r for r in reporter.rows if "update_slope" in r]
+    assert min(r["stability_margin"] for r in windows) < 1.0
+    assert max(r["update_slope"] for r in windows) < 1.0
+
+
+def test_the_scale_clamp_binds_is_recorded_and_leaves_fixed_heads_alone(runaway):
+    trial, data = runaway
+    cap = 20.0
+    clamped = run_trial(_with_train(trial, adacos_scale_max=cap),
+                        reporter := RecordingReporter(), data=data)
+    scales = [r["s"] for r in reporter.rows if "s" in r]
+    assert max(scales) == pytest.approx(cap) and clamped.diverged_by is None
+    assert clamped.state == "complete"  # the run-away is held at the ceiling
+    # Pushed up at every step once it reached the ceiling (in the first window): it
+    # bound from that step to the last.
+    first = clamped.scale_clamped_first_step
+    assert first is not None and 1 < first <= 5 and scales[0] < cap - 1e-3
+    assert clamped.scale_clamped_steps == clamped.steps - first + 1
+    # CosFace at s = 30 above the same ceiling: the guard is dynamic AdaCos's only.
+    fixed = _with_train(trial.model_copy(update={"head": "cosface", "s": 30.0, "m": 0.35}),
+                        adacos_scale_max=cap, epochs=1)
+    result = run_trial(fixed, reporter := RecordingReporter(), data=data)
+    assert result.scale_clamped_steps == 0 and result.scale_clamped_first_step is None
+    assert all(r["s"] == pytest.approx(30.0) for r in reporter.rows if "s" in r)

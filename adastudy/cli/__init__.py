@@ -214,13 +214,16 @@ def theory(
     typer.echo(f"s_f = {s_f:.2f}")
     typer.echo(f"dynamic AdaCos: its scale has a fixed point while d_eff ≥ 4 ln(C − 1) = "
                f"{d_min:.1f} (d_eff = 1 / variance of the non-target cosines, their mean 0, "
-               "θ_med ≥ 45°); below it s runs away")
+               "θ_med ≥ 45°, in the Gaussian approximation of ln B_avg); below it s runs "
+               "away")
     if dim is not None:
         typer.echo(
             f"a random-init head of D = {dim} (d_eff = D): "
             + (f"inside the bound, fixed point s* = {s_star:.2f}" if dim >= d_min else
                "outside the bound: no fixed point, the dynamic scale runs away")
-            + " (training lowers d_eff below D: measure it in your runs)")
+            + " (training lowers d_eff below D, and the bound is approximate: watch "
+            "update_slope in your runs, above 1 while s grows it runs away; see "
+            "reports/stability)")
     table = Table(title=f"P(θ) with B ≈ C − 1, C = {classes:,}")
     for column in ("head", "s", "m (rad)", "P(θ=0)", "P(θ=π/4)", "P(θ=π/2)"):
         table.add_column(column, justify="left" if column == "head" else "right")
@@ -419,6 +422,10 @@ def _result_table(result: Any, log_every: int | None = None) -> Table:
     ]
     if result.state == "diverged":
         rows.append(("diverged", f"step {result.diverged_step}: {result.diverged_reason}"))
+    if result.scale_clamped_steps:
+        rows.append(("scale clamped", f"{result.scale_clamped_steps} steps at "
+                                      f"train.adacos_scale_max, from step "
+                                      f"{result.scale_clamped_first_step}"))
     if "verification_accuracy" in metrics:
         rows.append((f"verification accuracy (± std over {_TEST_FOLDS} folds)",
                      f"{metrics['verification_accuracy']:.4f} ± "
