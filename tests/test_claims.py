@@ -635,9 +635,86 @@ def test_c10_per_head_and_setting_with_the_tested_range(tmp_path):
     assert "control" in fixed_main.text
     assert (part(verdict, "adacos-dynamic", "c4000").num_classes,
             part(verdict, "adacos-dynamic", "c4000").embedding_dim) == (4000, 32)
-    assert verdict.lead == ("Tested range of adacos-dynamic: no divergence at C = 100, D = 64; "
-                            "diverged at C = 4000, D = 32 [c4000] (30 of 30). Not tested "
-                            "beyond these settings.")
+    assert verdict.lead.startswith(
+        "Tested range of adacos-dynamic (the paper's method, unguarded): C = 100: no "
+        "divergence at D = 64; C = 4000: diverged at D = 32 (30 of 30). Not tested beyond "
+        "these settings. ")
+    # D = 32 < 4 ln(3999) = 33.2: an untrained head has no fixed point there, and the
+    # theory names the setting that diverged (the records log no statistics: no more).
+    assert ("the theory's bound with d_eff = D (an untrained head, d_eff_min = 4 ln(C − 1))"
+            " named C = 4000, D = 32 (1 of 1 diverged)") in verdict.lead
+    assert "margin < 1) at no setting (missed: C = 4000, D = 32)" in verdict.lead
+
+
+def window(step: int, s: float, margin: float, slope: float, d_eff: float = 30.0) -> dict:
+    return {"step": step, "s": s, "theta_med_rad": 1.4, "stability_margin": margin,
+            "d_eff": d_eff, "update_slope": slope, "loss": 5.0}
+
+
+def guarded_run(seed: int, **kw) -> dict:
+    r = record("adacos-dynamic", seed=seed, acc=None, state="diverged", diverged_step=40,
+               reason="stability guard: the scale update's slope was above 1", **kw)
+    r["diverged_by"] = "stability guard"
+    return r
+
+
+def clamped_run(seed: int, **kw) -> dict:
+    r = record("adacos-dynamic", seed=seed, **kw)
+    r["scale_clamped_steps"], r["scale_clamped_first_step"] = 50, 12
+    return r
+
+
+def test_c10_a_run_the_stability_guard_ended_forbids_stable_without_counting_as_diverged(
+        tmp_path):
+    # 30 clean runs would be "supported"; one run the guard stopped (a predicted
+    # run-away) must not be dropped as if it never ran, nor count as an observed one.
+    records = [record("adacos-dynamic", seed=i) for i in range(30)] + [guarded_run(30)]
+    verdict = claims.claim_c10(evidence(tmp_path, records))
+    dynamic = part(verdict, "adacos-dynamic")
+    assert verdict.verdict == dynamic.verdict == "inconclusive", verdict.reason
+    assert dynamic.n_diverged == 0 and dynamic.n_runs == 30
+    assert "ended by the stability guard" in dynamic.text
+    # With an observed divergence beside it, the setting is not stable.
+    records.append(record("adacos-dynamic", seed=41, acc=None, state="diverged",
+                          reason="s exploded"))
+    assert claims.claim_c10(evidence(tmp_path, records)).verdict == "not supported"
+
+
+def test_c10_leaves_clamped_runs_out_they_are_not_the_paper_method(tmp_path):
+    # Every run clamped: nothing of the method to judge, however many runs completed.
+    only_clamped = [clamped_run(i) for i in range(30)]
+    verdict = claims.claim_c10(evidence(tmp_path, only_clamped))
+    assert part(verdict, "adacos-dynamic").verdict == "not tested"
+    assert "scale clamped" in part(verdict, "adacos-dynamic").text
+    # 30 unclamped runs judge the setting; the 5 clamped ones are named, not counted.
+    mixed = [record("adacos-dynamic", seed=i) for i in range(30)] + \
+        [clamped_run(30 + i) for i in range(5)]
+    verdict = claims.claim_c10(evidence(tmp_path, mixed))
+    dynamic = part(verdict, "adacos-dynamic")
+    assert dynamic.verdict == "supported" and dynamic.n_runs == 30
+    assert "5 runs with the scale clamped" in dynamic.text
+
+
+def test_stability_cells_keep_guarded_and_clamped_runs_apart_and_find_the_lowest_margin(
+        tmp_path):
+    from adastudy.claims.stability import stability_cells
+
+    records = [record("adacos-dynamic", seed=0, C=1000, D=32, windows=[
+                   window(5, 14.0, 1.2, 0.5), window(10, 20.0, 0.7, 0.9, d_eff=19.6)]),
+               record("adacos-dynamic", seed=1, C=1000, D=32, acc=None, state="diverged",
+                      diverged_step=55, reason="s exploded", windows=[
+                          window(5, 14.0, 0.9, 1.3, d_eff=25.0)]),
+               guarded_run(2, C=1000, D=32), clamped_run(3, C=1000, D=32,
+                                                       windows=[window(5, 20.0, 0.1, 2.0)])]
+    (cell,) = stability_cells(evidence(tmp_path, records))
+    assert (cell.n_runs, cell.n_diverged, cell.n_guarded, cell.n_clamped) == (2, 1, 1, 1)
+    assert cell.share_diverged == 0.5 and cell.first_diverged_step == 55
+    # The clamped run's margin 0.1 and slope 2.0 are not the method's: left out.
+    assert cell.lowest_margin == 0.7 and cell.lowest_d_eff == 19.6
+    assert cell.lowest_d_eff_min == pytest.approx(19.6 / 0.7)
+    assert cell.highest_slope == 1.3
+    assert cell.bound_at_init == pytest.approx(4 * math.log(999))
+    assert cell.predicted_unstable_at_init is False  # D = 32 > 27.6
 
 
 def test_c10_without_adacos_is_not_tested(tmp_path):

@@ -34,8 +34,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from adastudy.claims import curve, figures, scale, training, tuning  # noqa: F401 (registers)
-from adastudy.claims.answer_box import Answer, answer, answers
+from adastudy.claims import (  # noqa: F401 (registers)
+    curve,
+    figures,
+    scale,
+    stability,
+    training,
+    tuning,
+)
+from adastudy.claims.answer_box import (
+    Answer,
+    answer,
+    answers,
+    divergence_rates,
+    divergence_sentence,
+)
 from adastudy.claims.curve import SCALE_HEADS, claim_c1, claim_c2, claim_c3, half_angle
 from adastudy.claims.evidence import (
     COUNTED_STATES,
@@ -74,7 +87,8 @@ __all__ = [
     "NEGLIGIBLE", "P_SATURATED", "REGISTRY", "RHO_TRACKS", "RUNAWAY_FACTOR", "SCALE_HEADS",
     "SELECTION_METRIC", "STRONG_SD", "TREND_DEGREE", "VERDICTS",
     "Answer", "Config", "Evidence", "MissingField", "Part", "Verdict",
-    "answer", "answers", "claim_c1", "claim_c2", "claim_c3", "claim_c4", "claim_c5",
+    "answer", "answers", "divergence_rates", "divergence_sentence", "stability",
+    "claim_c1", "claim_c2", "claim_c3", "claim_c4", "claim_c5",
     "claim_c6", "claim_c7", "claim_c8", "claim_c9", "claim_c10", "config_label", "configs",
     "evaluate", "evaluate_evidence", "evaluate_tables", "figures", "half_angle",
     "level_column", "pick_best", "scale_curve", "versus_best",

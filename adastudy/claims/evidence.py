@@ -69,16 +69,19 @@ class Evidence:
         return 1.0 if self.direction == "maximize" else -1.0
 
     def variants(self) -> list[str]:
-        """The variants with trials: the main one first, then by number of classes."""
+        """The variants with trials: the main one first, then by number of classes and
+        embedding dimension."""
         if self.trials.empty:
             return []
         if "variant" not in self.trials:
             return [MAIN_VARIANT]
         names = list(dict.fromkeys(self.trials["variant"].fillna(MAIN_VARIANT)))
 
-        def order(v: str) -> tuple[bool, float, str]:
-            C = self.num_classes(v, required=False) if v != MAIN_VARIANT else None
-            return (v != MAIN_VARIANT, math.inf if C is None else C, v)
+        def order(v: str) -> tuple[bool, float, float, str]:
+            if v == MAIN_VARIANT:
+                return (False, 0.0, 0.0, v)
+            C, D = self.num_classes(v, required=False), self.embedding_dim(v)
+            return (True, math.inf if C is None else C, math.inf if D is None else D, v)
 
         return sorted(names, key=order)
 

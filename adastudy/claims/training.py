@@ -9,7 +9,7 @@ from dataclasses import replace
 import pandas as pd
 
 from adastudy import stats, theory
-from adastudy.claims import figures
+from adastudy.claims import figures, stability
 from adastudy.claims.evidence import Config, Evidence, configs, pick_best, where
 from adastudy.claims.registry import Outcome, Part, claim, make_part, runs
 from adastudy.claims.thresholds import MAX_DIVERGENCE_RATE, MIN_SPEEDUP
@@ -112,56 +112,67 @@ def claim_c7(ev: Evidence) -> Outcome:
         "same study."), lead=f"Level fixed before the data: θ_med < {level:g}°.")
 
 
-@claim("C10", "AdaCos training is stable", figure=None)
+@claim("C10", "AdaCos training is stable", figure=figures.STABILITY_MAP)
 def claim_c10(ev: Evidence) -> Outcome:
-    """Per AdaCos head and setting (variant: C and embedding dimension): any divergence
-    (a non-finite loss or an exploding s) contradicts stability there; with none, the
-    setting is stable when its runs bound the divergence rate below
+    """Per AdaCos head and setting (variant: C and embedding dimension): any observed
+    divergence (a non-finite loss or an exploding s) contradicts stability there; with
+    none, the setting is stable when its runs bound the divergence rate below
     `MAX_DIVERGENCE_RATE` (exact binomial, one-sided 97.5 %). adacos-fixed, whose scale
     is constant and cannot run away, is the control. Failed runs (errors) are counted,
-    not judged; pruned runs do not count."""
+    not judged; pruned runs do not count. Guarded runs are not the paper's method and
+    are never judged as it: a run whose scale `train.adacos_scale_max` clamped is left
+    out, and a run the stability guard ended (a predicted run-away, not an observed
+    one) forbids "stable" without counting as a divergence ("inconclusive")."""
     parts: list[Part] = []
-    stable: list[str] = []
-    unstable: list[str] = []
     numbers: dict = {}
     for variant in ev.variants():
         for head in theory.ADACOS_HEADS:
             found = configs(ev, variant, [head])
             if not found:
                 continue
-            config = found[0]
-            n = config.n_runs - config.n_failed
-            k = config.n_diverged
+            groups = stability.cell_runs(ev, variant) if head == "adacos-dynamic" else {
+                "counted": found[0].runs[found[0].runs["state"] != "failed"],
+                "guarded": found[0].runs.iloc[0:0], "clamped": found[0].runs.iloc[0:0],
+                "failed": found[0].runs[found[0].runs["state"] == "failed"]}
+            config = replace(found[0], runs=pd.concat([groups["counted"], groups["failed"]]))
+            n, k = len(groups["counted"]), config.n_diverged
+            guarded, clamped = len(groups["guarded"]), len(groups["clamped"])
             role = " (control: its scale is constant)" if head == "adacos-fixed" else ""
-            failed = (f"; {runs(config.n_failed)} failed, not judged" if config.n_failed
-                      else "")
+            aside = "".join((
+                f"; {runs(config.n_failed)} failed, not judged" if config.n_failed else "",
+                f"; {runs(clamped)} with the scale clamped (train.adacos_scale_max), "
+                "not the paper's method, not judged" if clamped else "",
+                f"; {runs(guarded)} ended by the stability guard (a predicted run-away, "
+                "not an observed one)" if guarded else ""))
+            bare = ev.setting(variant, tag=False)
             if n == 0:
-                parts.append(make_part(ev, variant, head, f"every run failed{failed}",
+                parts.append(make_part(ev, variant, head, f"no run to judge{aside}",
                                        fixed="not tested", runs=config))
                 continue
             upper = stats.clopper_pearson_upper(k, n)
             estimate = stats.TEstimate(k / n, math.nan, math.nan, n, method="exact binomial")
-            setting, bare = ev.setting(variant), ev.setting(variant, tag=False)
             if k:
                 bad = config.runs[config.runs["state"] == "diverged"]
                 # One reason each, without the value it diverged at ("(s = 1.1e4)").
                 reasons = sorted({re.sub(r" \(s = [^)]*\)", "", r)
                                   for r in bad["diverged_reason"].dropna().astype(str)})
                 steps = bad["diverged_step"].dropna()
-                if head == "adacos-dynamic":
-                    unstable.append(f"{setting} ({k} of {n})")
                 text = (f"{bare}{role}: {k} of {runs(n)} diverged "
                         f"({'; '.join(reasons) or 'no reason recorded'}"
                         + (f", from step {int(steps.min())}" if len(steps) else "") + ")")
-                part = make_part(ev, variant, head, text + failed, estimate=estimate,
+                part = make_part(ev, variant, head, text + aside, estimate=estimate,
                                  fixed="not supported", runs=config)
+            elif guarded:
+                part = make_part(ev, variant, head, (
+                    f"{bare}{role}: none of {runs(n)} diverged, but the guard ended "
+                    f"{runs(guarded)} before s could run away: stability cannot be "
+                    "confirmed" + aside), estimate=estimate, fixed="inconclusive",
+                    runs=config)
             else:
-                if head == "adacos-dynamic":
-                    stable.append(setting)
                 none = "the one run did not diverge" if n == 1 else f"none of {n} runs diverged"
                 text = (f"{bare}{role}: {none}; rate < {upper:.2f} "
                         f"(97.5 %), stable means < {MAX_DIVERGENCE_RATE:g}")
-                part = make_part(ev, variant, head, text + failed, estimate=estimate,
+                part = make_part(ev, variant, head, text + aside, estimate=estimate,
                                  runs=config, p=(stats.binomial_at_most(0, n, MAX_DIVERGENCE_RATE),
                                                  math.nan))
             parts.append(replace(part, interval=stats.clopper_pearson_interval(k, n),
@@ -172,12 +183,10 @@ def claim_c10(ev: Evidence) -> Outcome:
     if len(others):
         numbers["fixed-scale runs diverged"] = (f"{int((others['state'] == 'diverged').sum())} "
                                                 f"of {len(others)}")
-    lead = ""
-    if stable or unstable:
-        lead = ("Tested range of adacos-dynamic: "
-                + (f"no divergence at {'; '.join(stable)}" if stable else "")
-                + ("; " if stable and unstable else "")
-                + (f"diverged at {'; '.join(unstable)}" if unstable else "")
-                + ". Not tested beyond these settings.")
+    cells = stability.stability_cells(ev)
+    tested = stability.range_text(cells)
+    lead = " ".join(t for t in (
+        f"Tested range of adacos-dynamic (the paper's method, unguarded): {tested}. "
+        "Not tested beyond these settings." if tested else "",
+        stability.prediction_text(cells)) if t)
     return Outcome(parts, numbers, untested="Needs AdaCos runs.", lead=lead)
-

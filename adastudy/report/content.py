@@ -3,10 +3,11 @@
 Nothing here draws or writes: the figures are described (`model.Figure`) and the
 renderers (`html`, `markdown`) draw them; what the report says of the claims (the
 answer box, the verdict matrix, the reasons) comes from `verdicts`. Sections, in
-order: leaderboards, heatmaps of the metric over (s, m), convergence curves, the
-theory panel, measured P(θ), ln B_avg, s against C (claim C4), AdaCos against the tuned
-heads, the failed / diverged / pruned trials, the paper's reported figures. The run
-manifest closes the report.
+order: leaderboards, heatmaps of the metric over (s, m), where dynamic AdaCos is
+stable (claim C10: `report.stability`), convergence curves, the theory panel, measured
+P(θ), ln B_avg, s against C (claim C4), AdaCos against the tuned heads, the failed /
+diverged / pruned trials, the paper's reported figures. The run manifest closes the
+report.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from adastudy import claims, stats, store, theory
 from adastudy.claims import Config, Evidence
 from adastudy.claims import figures as fig
 from adastudy.claims.evidence import Pick
+from adastudy.report.curves import curve
 from adastudy.report.model import (
     Figure,
     Heatmap,
@@ -34,6 +36,7 @@ from adastudy.report.model import (
     Trace,
     VLine,
 )
+from adastudy.report.stability import stability_figures
 from adastudy.report.verdicts import (
     answer_box,
     figure_id,
@@ -279,25 +282,7 @@ def _heatmap_figure(ev: Evidence, variant: str) -> Figure | None:
 
 
 def _curve(ev: Evidence, config: Config, column: str, transform=None) -> Trace | None:
-    frames = []
-    for key in config.runs["key"]:
-        rows = ev.series[ev.series["key"] == key]
-        if column not in rows:
-            continue
-        rows = rows[rows[column].notna()][["step", column]]
-        if len(rows):
-            frames.append(rows)
-    if not frames:
-        return None
-    stacked = pd.concat(frames)
-    stacked[column] = stacked[column].astype("float64")
-    if transform is not None:
-        stacked[column] = transform(stacked[column])
-    by_step = stacked.groupby("step")[column]
-    mean, low, high = by_step.mean(), by_step.min(), by_step.max()
-    x = [float(s) for s in mean.index]
-    return Trace(name=config.label, x=x, y=mean.tolist(), y_low=low.tolist(),
-                 y_high=high.tolist())
+    return curve(ev, config.runs["key"], config.label, column, transform)
 
 
 def _roles(ev: Evidence, variant: str) -> list[tuple[str, Config]]:
@@ -661,6 +646,8 @@ def build(run_dir: Path) -> Report:
             tables=_leaderboard_tables(ev)),
         Section("heatmaps", "The metric over (s, m)", figures=_present(
             _heatmap_figure(ev, v) for v in variants)),
+        Section("stability", "Where dynamic AdaCos is stable (claim C10)",
+                figures=stability_figures(ev)),
         Section("convergence", "Convergence", figures=_present(
             _convergence_figure(ev, v) for v in variants)),
         Section("theory", "Theory", figures=_present([_theory_figure(ev)])

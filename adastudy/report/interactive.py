@@ -160,6 +160,7 @@ def plotly_figure(fig: model.Figure) -> dict[str, Any]:
                            for v in y_range]
             y_axis["range"] = y_range
         shapes.extend(_line_shapes(panel, xref, yref, in_legend, legend))
+        shapes.extend(_cell_line_shapes(panel, xref, yref, in_legend, legend))
         layout[f"xaxis{suffix}"] = x_axis
         layout[f"yaxis{suffix}"] = y_axis
         title = f"<b>{plotly_text(panel.title)}</b>"
@@ -246,6 +247,8 @@ def color_range(heatmap: model.Heatmap) -> tuple[float, float]:
     """The colour-bar range of ``heatmap``: all finite cells and marks inside it and, with
     a ``center``, the same distance on both sides of it (so equal colour intensity means
     an equal difference from the centre, above or below)."""
+    if heatmap.z_range is not None:
+        return float(heatmap.z_range[0]), float(heatmap.z_range[1])
     values = [v for v in _finite(heatmap.z) if v is not None]
     values += [v for v in (_clean(m) for m in heatmap.marks.values()) if v is not None]
     center = _clean(heatmap.center) if heatmap.center is not None else None
@@ -474,8 +477,8 @@ def _heatmap_trace(
         "x": [plotly_text(label) for label in heatmap.x_labels],
         "y": [plotly_text(label) for label in heatmap.y_labels],
         "z": [_clean_list(row) for row in heatmap.z],
-        "text": [[plotly_text(cell) for cell in row] for row in heatmap.text],
-        "customdata": [[plotly_text(cell) for cell in row] for row in hover],
+        "text": [[_cell_text(cell) for cell in row] for row in heatmap.text],
+        "customdata": [[_cell_text(cell) for cell in row] for row in hover],
         "texttemplate": "%{text}",
         # No font size: plotly.js then fits it to the cells ("auto", which plotly.py's
         # validator does not accept written out), from their size in pixels, also after
@@ -516,6 +519,28 @@ def _heatmap_trace(
             "ticklen": 6,
         },
     }
+
+
+def _cell_text(text: str) -> str:
+    """A cell's text for plotly: escaped, its newlines as line breaks."""
+    return plotly_text(text).replace("\n", "<br>")
+
+
+def _cell_line_shapes(panel: model.Panel, xref: str, yref: str, in_legend: set[str],
+                      legend: str) -> list[dict[str, Any]]:
+    """A heatmap's `CellLine`s as path shapes: on its category axes, shapes take the
+    cells' serial numbers (fractions included) as coordinates."""
+    shapes = []
+    for line in panel.heatmap.lines if panel.heatmap is not None else []:
+        points = [(x, y) for x, y in zip(line.x, line.y, strict=True)
+                  if _clean(x) is not None and _clean(y) is not None]
+        if len(points) < 2:
+            continue
+        path = "M " + " L ".join(f"{x:.4g},{y:.4g}" for x, y in points)
+        shape = _shape(line.label, line.color, line.dash, in_legend, legend)
+        shape["line"]["width"] = 2.4
+        shapes.append(shape | {"type": "path", "path": path, "xref": xref, "yref": yref})
+    return shapes
 
 
 # --------------------------------------------------------------------------- numbers

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["AnswerBox", "Chip", "Figure", "HLine", "Heatmap", "MatrixRow", "Panel", "Report",
-           "Section", "Table", "Trace", "VLine", "VerdictMatrix", "VerdictRow"]
+__all__ = ["AnswerBox", "CellLine", "Chip", "Figure", "HLine", "Heatmap", "MatrixRow", "Panel",
+           "Report", "Section", "Table", "Trace", "VLine", "VerdictMatrix", "VerdictRow"]
 
 Verdict = Literal["supported", "not supported", "inconclusive", "not tested"]
 
@@ -55,13 +55,27 @@ class HLine:
 
 
 @dataclass(frozen=True)
+class CellLine:
+    """A line drawn over a heatmap, in cell coordinates: `x` counts columns and `y` rows
+    (cell centres at 0, 1, …; edges at ±0.5), e.g. a theory's boundary between the
+    cells it predicts one way and the other. Named in the legend."""
+
+    label: str
+    x: list[float]
+    y: list[float]
+    dash: Literal["solid", "dash", "dot"] = "solid"
+    color: str = "#000000"
+
+
+@dataclass(frozen=True)
 class Heatmap:
     """A metric over a grid: `z[i][j]` at row `y_labels[i]`, column `x_labels[j]` (NaN:
     no value). `text[i][j]` is written in the cell (keep it short: the renderers shrink
-    the font to fit the smallest cell) and `hover[i][j]`, when given, is the cell's
-    longer hover label (e.g. the mean with its std and seed count). The colour scale is
-    diverging and centred on `center` (e.g. AdaCos's mean); `marks` are reference values
-    inside the colour range (e.g. {"AdaCos fixed": 0.93}), named under the panel's title
+    the font to fit the smallest cell; a newline starts a second line) and
+    `hover[i][j]`, when given, is the cell's longer hover label (e.g. the mean with its
+    std and seed count). The colour scale is diverging and centred on `center` (e.g.
+    AdaCos's mean; sequential without one); `marks` are reference values inside the
+    colour range (e.g. {"AdaCos fixed": 0.93}), named under the panel's title
     and drawn as lines across the colour bar, never as text on it (two close marks
     would print on top of each other)."""
 
@@ -73,6 +87,10 @@ class Heatmap:
     center: float | None = None
     marks: dict[str, float] = field(default_factory=dict)
     hover: list[list[str]] | None = None
+    #: Lines over the cells (see `CellLine`).
+    lines: list[CellLine] = field(default_factory=list)
+    #: A fixed colour range (e.g. (0, 1) for a share); None: the cells' own range.
+    z_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)

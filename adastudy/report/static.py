@@ -213,6 +213,14 @@ def _draw_heatmap(figure: MplFigure, ax: Axes, panel: model.Panel,
             labels.append(label)
     for spine in ax.spines.values():
         spine.set_visible(False)
+    for line in heatmap.lines:
+        ax.plot(_array(line.x), _array(line.y), color=line.color, linewidth=2.4,
+                linestyle=_LINESTYLE.get(line.dash, "-"), label=_text(line.label))
+    if heatmap.lines:
+        ax.set_xlim(-0.5, cols - 0.5)  # a line along an edge must not widen the grid
+        ax.set_ylim(-0.5, rows - 0.5)
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                  frameon=False)
 
     # Beside its own panel: a small fraction of the panel's width, a small pad.
     bar = figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02)

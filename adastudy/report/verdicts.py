@@ -141,7 +141,9 @@ def answer_box(ev: Evidence) -> AnswerBox | None:
     table = Table(["setting", "untuned AdaCos", "best tuned (chosen on validation)",
                    "AdaCos − tuned", "matches?", "tuning moved", "diverged"], rows) \
         if rows else None
+    rates = claims.divergence_sentence(claims.divergence_rates(ev))
     notes = [
+        *([rates] if rates else []),
         f"On {ev.metric} ({ev.direction}), the test pairs. Both the AdaCos head and the "
         f"tuned configuration are chosen on the validation pairs ({claims.SELECTION_METRIC}),"
         " then compared on the test pairs, paired over seeds; a seed that diverged or "
