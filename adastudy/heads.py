@@ -70,7 +70,8 @@ __all__ = [
 #:   k = 1 / cos(min(π/4, θ_med)), at the batch's (starting) scale: k times the
 #:   B-weighted mean non-target cosine, exact (no approximation). ln B_avg is convex in
 #:   s, so once the slope is above 1 while s grows, s grows without bound for these
-#:   cosines: the run-away's point of no return (the early-stop guard's signal).
+#:   cosines: the run-away's point of no return (the early-stop guard's signal). Only
+#:   adacos-dynamic records it (one more pass over the cosines); NaN for the others.
 STATISTICS = (
     "s",
     "theta_med_rad",
@@ -87,7 +88,7 @@ STATISTICS = (
 
 #: The statistics of the cosines' spread, which softmax (not a cosine head) records as
 #: NaN.
-SPREAD_STATISTICS = ("cos_nontarget_var", "d_eff", "stability_margin", "update_slope")
+SPREAD_STATISTICS = ("cos_nontarget_var", "d_eff", "stability_margin")
 
 # Keeps sqrt(1 - cos²) and its gradient finite at cos = ±1 in ArcFace; its effect on
 # the value is below float32 resolution of the angle (sqrt(1e-12) = 1e-6 rad).
@@ -109,8 +110,6 @@ class CosineHead(nn.Module):
     adaptive = False
     #: True for heads whose `target_cosine` is not the identity.
     has_margin = False
-    #: False for softmax, whose logits are not cosines (its `SPREAD_STATISTICS` are NaN).
-    cosine_logits = True
 
     def __init__(self, num_classes: int, embedding_dim: int, s: float) -> None:
         super().__init__()
@@ -253,8 +252,9 @@ class CosineHead(nn.Module):
         cos_target = self.cosine_to_target(embeddings, sim_target, index)
         theta = torch.acos(cos_target.clamp(-1.0, 1.0))
         invalid = ~valid
+        # The slope of the scale update (one more pass) only where the scale moves.
         ln_b, tilted = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim),
-                                          tilted=True)
+                                          tilted=self.adaptive)
         return _BatchGeometry(
             cos_target=cos_target,
             theta_rad=theta,
@@ -296,7 +296,7 @@ class CosineHead(nn.Module):
         margin = slack * slack * cos_k * cos_k * self._inv_ln_c_minus_1 / (2.0 * var)
         # d ln B_avg / ds = Σ_i B_i m_i / Σ_i B_i, m_i row i's B-weighted mean cosine.
         weights = torch.exp(batch.ln_b - batch.ln_b_sum) * valid
-        slope = (weights @ batch.tilted_cos) / cos_k if self.cosine_logits \
+        slope = (weights @ batch.tilted_cos) / cos_k if batch.tilted_cos is not None \
             else torch.full_like(mu, math.nan)
         return torch.stack([
             scale, batch.theta_med_rad, theta_mean, mu, p_target_mean,
@@ -315,8 +315,8 @@ class _BatchGeometry(NamedTuple):
     ln_b_sum: Tensor  #: ln Σ_i B_i over labelled rows (0-d; -inf if none)
     count: Tensor  #: number of labelled rows (0-d, float)
     #: Σ_{k≠y_i} sim_ik B_ik / B_i: the mean non-target cosine weighted as in B_i,
-    #: which is d ln B_i / ds (N,)
-    tilted_cos: Tensor
+    #: which is d ln B_i / ds (N,); None for heads whose scale is fixed
+    tilted_cos: Tensor | None
 
 
 def _log_nontarget_sum(
@@ -478,7 +478,6 @@ class SoftmaxHead(CosineHead):
     """
 
     name = "softmax"
-    cosine_logits = False
 
     def __init__(self, num_classes: int, embedding_dim: int) -> None:
         super().__init__(num_classes, embedding_dim, 1.0)

@@ -59,7 +59,8 @@ def test_a_tiny_trial_of_every_head_completes_with_every_metric(head, tiny_data)
     for row in training:
         assert set(TRAIN_METRICS) <= set(row)
         assert all(math.isfinite(row[k]) for k in TRAIN_METRICS
-                   if not (head == "softmax" and k in SPREAD_STATISTICS)), row
+                   if not (head == "softmax" and k in SPREAD_STATISTICS)
+                   and not (head != "adacos-dynamic" and k == "update_slope")), row
     assert [row["epoch"] for row in reporter.rows if "val_accuracy" in row] == [1, 2]
     assert set(result.steps_to_theta_med) == {"60", "45", "30"}
 
