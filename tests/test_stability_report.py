@@ -100,3 +100,32 @@ def test_the_report_draws_the_map_and_c10_links_to_it(run_dir):
     assert report.answer is not None
     assert ("Divergence over the whole study: adacos-fixed none of 10; adacos-dynamic 5 "
             "of 10 runs (50%), in 3 of 5 settings.") in report.answer.notes
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_the_committed_stability_report_shows_the_map_and_the_readme_matches_it():
+    folder = REPO / "reports" / "stability"
+    markdown = (folder / "report.md").read_text(encoding="utf-8")
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    assert (folder / "figures" / "stability-map.png").is_file()
+    assert (folder / "figures" / "stability-runs.png").is_file()
+    assert markdown.index("## Where dynamic AdaCos is stable (claim C10)") < \
+        markdown.index("## Convergence")
+    # The theory's boundary is drawn over the interactive map (a path shape, from the
+    # bottom-left corner: C = 100 has no D below its bound).
+    import re
+
+    assert 'id="fig-stability-map"' in page
+    assert re.search(r'"type": ?"path"', page) and '"path":"M -0.5,-0.5 L' in page
+    c10 = re.search(r"^\| \[\*\*C10\*\*\].*? \| \S+ \*\*([a-z ]+)\*\* \|", markdown, re.M)
+    assert c10 and c10.group(1) == "not supported"
+    rate = re.search(r"adacos-dynamic (\d+) of (\d+) runs \(\d+%\), in (\d+) of (\d+) "
+                     r"settings", markdown)
+    assert rate, "the answer box states the divergence rate"
+    diverged, runs, settings, of = rate.groups()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### The stability map"):readme.index("### Comparing runs")]
+    assert f"diverged in {diverged} of {runs} runs, in {settings} of {of} settings" in section
+    assert "Not tested beyond these settings." in markdown
