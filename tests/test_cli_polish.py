@@ -485,3 +485,21 @@ def test_the_quick_study_states_one_run_time() -> None:
                        if line.startswith("adastudy sweep studies/quick.toml ")
                        and "runs/quick/" in line)
     assert toml and toml == pattern.findall(readme_line), (toml, readme_line)
+
+
+@pytest.mark.parametrize("variant", [False, True])
+def test_a_sweep_that_asks_for_cuda_without_it_is_one_line_and_writes_nothing(
+        runner, tmp_path, monkeypatch, variant) -> None:
+    # Before: every trial ran, failed on the device, and the sweep exited 0.
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    text = TINY.replace("[train]", "[train]\ndevice = \"cuda\"") if not variant else \
+        TINY + '\n[variants.gpu]\ntrain = { device = "cuda" }\n'
+    spec = write_spec(tmp_path, text)
+    out = tmp_path / "run"
+    for extra in ([], ["--dry-run"]):
+        result = runner.invoke(app, ["sweep", str(spec), "--out", str(out), *extra])
+        line = assert_one_error_line(result, "train.device", "CUDA is not available")
+        assert ("variant gpu" in line) == variant
+        assert not out.exists()

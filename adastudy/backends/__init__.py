@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from adastudy import store
-from adastudy.errors import AdastudyError
-from adastudy.spec import StudySpec, TrialSpec
+from adastudy.errors import AdastudyError, ParameterError
+from adastudy.spec import MAIN_VARIANT, StudySpec, TrialSpec
 from adastudy.theory import check_head_params
 
 __all__ = [
     "SWEEP_LOCK",
     "WORKERS_LOCK",
     "RunFolderError",
+    "check_devices",
     "SweepStatus",
     "SweepSummary",
     "hyperparameters",
@@ -64,6 +65,19 @@ class SweepSummary:
     finished: int
     interrupted: bool
     problems: list[str]
+
+
+def check_devices(spec: StudySpec) -> None:
+    """Refuse, before anything is written, a spec whose trials ask for a device this
+    machine lacks (`train.device = "cuda"` without CUDA): each trial would fail. For the
+    engines that run trials on this machine (Optuna; a local Ray)."""
+    import torch
+
+    for name in spec.variant_names():
+        if spec.variant_sections(name)[2].device == "cuda" and not torch.cuda.is_available():
+            where = "" if name == MAIN_VARIANT else f" (variant {name})"
+            raise ParameterError(f"train.device{where}: 'cuda' was asked for, but CUDA is "
+                                 "not available on this machine")
 
 
 def start_manifest(
