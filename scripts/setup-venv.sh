@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv (once) and installs adastudy with its dev extra into it.
+# Creates .venv (once) and installs adastudy with its dev and ray extras into it.
 #
 # torch is installed first, on purpose: a bare `torch` requirement on a machine with no
 # torch pulls a CUDA build of several GB. If the interpreter that builds the venv
@@ -29,5 +29,5 @@ fi
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     "$VENV/bin/python" -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
 fi
-"$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+"$VENV/bin/python" -m pip install --quiet -e ".[dev,ray]"
 touch "$STAMP"

@@ -503,3 +503,32 @@ def test_a_sweep_that_asks_for_cuda_without_it_is_one_line_and_writes_nothing(
         line = assert_one_error_line(result, "train.device", "CUDA is not available")
         assert ("variant gpu" in line) == variant
         assert not out.exists()
+
+
+def test_importing_adastudy_and_its_help_import_neither_engine() -> None:
+    # Each engine is imported only when a sweep runs on it: a machine without Ray (an
+    # extra: adastudy[ray]) can use everything else.
+    code = ("import sys, adastudy, adastudy.cli, adastudy.report, adastudy.claims\n"
+            "from typer.testing import CliRunner\n"
+            "assert CliRunner().invoke(adastudy.cli.app, ['--help']).exit_code == 0\n"
+            "assert CliRunner().invoke(adastudy.cli.app, ['sweep', '--help']).exit_code == 0\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'optuna', 'ray'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+@pytest.mark.parametrize(("backend", "package"), [("optuna", "optuna"), ("ray", "ray")])
+def test_an_engine_whose_package_is_missing_is_one_line_naming_it(
+        runner, tmp_path, monkeypatch, backend, package) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == package else real(name, *a))
+    spec = write_spec(tmp_path, TINY)
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["sweep", str(spec), "--backend", backend, "--out", str(out)])
+    assert_one_error_line(result, f"the {backend} engine needs the package '{package}'",
+                          "pip install")
+    assert not out.exists()

@@ -27,6 +27,7 @@ __all__ = [
     "WORKERS_LOCK",
     "RunFolderError",
     "check_devices",
+    "require_engine",
     "SweepStatus",
     "SweepSummary",
     "hyperparameters",
@@ -65,6 +66,22 @@ class SweepSummary:
     finished: int
     interrupted: bool
     problems: list[str]
+
+
+#: The package each engine imports, and what to install for it.
+ENGINE_PACKAGES = {"optuna": ("optuna", "pip install optuna"),
+                   "ray": ("ray", "pip install 'adastudy[ray]' (or 'ray[tune]')")}
+
+
+def require_engine(name: str) -> None:
+    """Raise a one-line `ParameterError` naming what to install when engine `name`'s
+    package is missing (the engines are imported only when a sweep runs on them)."""
+    import importlib.util
+
+    package, install = ENGINE_PACKAGES[name]
+    if importlib.util.find_spec(package) is None:
+        raise ParameterError(f"--backend {name}: the {name} engine needs the package "
+                             f"{package!r}, which is not installed: {install}")
 
 
 def check_devices(spec: StudySpec) -> None:

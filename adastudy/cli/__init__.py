@@ -507,9 +507,10 @@ def sweep(
                              "cluster holds; set --cpus-per-trial / --gpus-per-trial instead")
     if not study.heads:
         raise ParameterError(f"{spec_path}: heads: the spec names no head to sweep")
-    if backend == "optuna" or address is None:  # the trials run on this machine
-        from adastudy.backends import check_devices
+    from adastudy.backends import check_devices, require_engine
 
+    require_engine(backend)
+    if backend == "optuna" or address is None:  # the trials run on this machine
         check_devices(study)
     if dry_run:
         _print_dry_run(study, out, workers, as_json)
