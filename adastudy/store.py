@@ -56,6 +56,7 @@ __all__ = [
     "leaderboard",
     "load_tables",
     "read_manifest",
+    "read_trial_record",
     "read_trial_records",
     "t975",
     "trial_key",
@@ -294,6 +295,21 @@ def _record_files(run_dir: Path) -> list[Path]:
         p for p in folder.iterdir()
         if p.suffix == ".json" and not p.name.startswith(".") and p.is_file()
     )
+
+
+def read_trial_record(run_dir: Path, key: str) -> dict | None:
+    """The valid record of the trial `key`, or None: reads its one file (the name
+    follows from the key), never the run's other records, so a worker asking whether
+    its trial is done costs the same at 10 trials as at 10,000. A file that cannot be
+    read, is not valid JSON, lacks a field or holds another key counts as no record."""
+    path = Path(run_dir) / TRIALS_DIR / f"{_slug(key)}.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if _record_problem(record) is not None or record.get("key") != key:
+        return None
+    return record
 
 
 def read_trial_records(run_dir: Path) -> tuple[list[dict], list[str]]:

@@ -557,3 +557,27 @@ def test_environment_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     env = environment()
     assert env["ray"] == "not installed" and env["hostname"] is None
     assert env["git_commit"] is None and env["git_dirty"] is None
+
+
+def test_one_record_is_read_from_its_own_file_without_the_others(
+        run_dir: Path, monkeypatch) -> None:
+    from adastudy import store
+
+    key = "cosface|s=30|m=0.35|seed=0"
+    opened: list[str] = []
+    real = Path.read_text
+
+    def spy(self: Path, *args, **kwargs):  # noqa: ANN202
+        opened.append(self.name)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", spy)
+    record = store.read_trial_record(run_dir, key)
+    assert record is not None and record["key"] == key
+    assert len(opened) == 1 and opened[0].startswith("cosface_s=30_m=0.35_seed=0-")
+    assert record == next(r for r in read_trial_records(run_dir)[0] if r["key"] == key)
+    assert store.read_trial_record(run_dir, "cosface|s=99|m=0.35|seed=0") is None
+    # A damaged file is no record (the sweep then runs the trial again).
+    path = run_dir / "trials" / opened[0]
+    path.write_text("{not json")
+    assert store.read_trial_record(run_dir, key) is None

@@ -261,7 +261,7 @@ def _setup_worker(job: _Job) -> None:
 
 
 def _has_record(run_dir: Path, key: str) -> bool:
-    return any(r["key"] == key for r in store.read_trial_records(run_dir)[0])
+    return store.read_trial_record(run_dir, key) is not None
 
 
 class _TuneReporter:
@@ -360,11 +360,10 @@ def _tpe_trainable(config: dict[str, Any], job: _Job, head: str) -> None:
         for seed in spec.study.seeds:
             trial = TrialSpec(data=spec.data, model=spec.model, train=spec.train,
                               head=head, seed=seed, **params)
-            existing = [r for r in store.read_trial_records(run_dir)[0]
-                        if r["key"] == record_key(trial)]
-            if existing:
-                state = existing[0]["state"]
-                value = (existing[0].get("metrics") or {}).get(spec.study.metric)
+            existing = store.read_trial_record(run_dir, record_key(trial))
+            if existing is not None:
+                state = existing["state"]
+                value = (existing.get("metrics") or {}).get(spec.study.metric)
             else:
                 # No number: Tune's searcher trials have none (Optuna's own do).
                 result = _execute(job, trial, RecordingReporter(), None)
