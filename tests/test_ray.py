@@ -247,6 +247,21 @@ def test_a_sweep_joins_a_real_cluster_on_loopback_with_its_token(tmp_path):
         run = json.loads((out / "manifest.json").read_text())["runs"][-1]
         assert run["address"] == f"127.0.0.1:{port}" and run["cluster"]["CPU"] == 2
         assert head.poll() is None  # the sweep left the cluster running
+        # Without its token (and with RAY_AUTH_MODE=token, where Ray raised its
+        # AuthenticationError as a traceback, exit 1): one line, exit 2, nothing written.
+        # HOME elsewhere: no ~/.ray/auth_token of the machine's own.
+        tokenless = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH_TOKEN")}
+        elsewhere = tmp_path / "no-token"
+        for mode in ({}, {"RAY_AUTH_MODE": "token"}):
+            refused = subprocess.run(
+                [SCRIPT, "sweep", str(spec_path), "--backend", "ray",
+                 "--address", f"127.0.0.1:{port}", "--out", str(elsewhere)],
+                capture_output=True, text=True, timeout=120,
+                env={**tokenless, "HOME": str(tmp_path), **mode})
+            lines = refused.stderr.strip().splitlines()
+            assert refused.returncode == 2 and len(lines) == 1, (mode, refused.stderr)
+            assert lines[0].startswith("error: --address") and "token" in lines[0]
+            assert not elsewhere.exists()
     finally:
         _stop_cluster(head, temp_dir)
     assert _processes_of(Path(temp_dir)) == set()

@@ -31,6 +31,8 @@ import math
 import os
 import signal
 import socket
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -116,6 +118,30 @@ def init_local_ray(*, num_cpus: int | None = None, num_gpus: int | None = None) 
             os.environ[_LOOPBACK_ENV] = saved_env
 
 
+@contextlib.contextmanager
+def _held_stderr() -> Iterator[None]:
+    """Hold what is written to file descriptor 2 meanwhile (Ray's C++ client logs each
+    refused connection attempt there, twenty lines for a missing token) and write it
+    out after a success; after a failure the caller's one-line error stands alone."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            raise
+        else:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            held = sink.read()
+            if held:
+                os.write(2, held)
+        finally:
+            os.close(saved)
+
+
 def _join_cluster(address: str) -> None:
     """Connect this process to the running cluster at `address` ("auto" or HOST:PORT)."""
     if address != "auto":
@@ -128,7 +154,16 @@ def _join_cluster(address: str) -> None:
 
             maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
     try:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        with _held_stderr():
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except ray.exceptions.AuthenticationError:
+        # With RAY_AUTH_MODE=token and no token Ray raises this (and printed a
+        # traceback, exit 1): the same mistake as a missing token without the variable.
+        raise RayClusterError(
+            f"--address {address}: the cluster uses token authentication and this machine "
+            "has no token for it: put it in RAY_AUTH_TOKEN, in the file RAY_AUTH_TOKEN_PATH "
+            "names, or in ~/.ray/auth_token"
+        ) from None
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayClusterError(
             f"--address {address}: cannot join a Ray cluster there ({exc}); check that "
