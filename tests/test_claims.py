@@ -686,13 +686,20 @@ def test_c10_leaves_clamped_runs_out_they_are_not_the_paper_method(tmp_path):
     verdict = claims.claim_c10(evidence(tmp_path, only_clamped))
     assert part(verdict, "adacos-dynamic").verdict == "not tested"
     assert "scale clamped" in part(verdict, "adacos-dynamic").text
-    # 30 unclamped runs judge the setting; the 5 clamped ones are named, not counted.
+    # 30 unclamped clean runs would be "supported" alone; the 5 clamped ones are the
+    # runs whose scale climbed: left out of the count, they must not leave a "stable".
     mixed = [record("adacos-dynamic", seed=i) for i in range(30)] + \
         [clamped_run(30 + i) for i in range(5)]
     verdict = claims.claim_c10(evidence(tmp_path, mixed))
     dynamic = part(verdict, "adacos-dynamic")
-    assert dynamic.verdict == "supported" and dynamic.n_runs == 30
+    assert dynamic.verdict == "inconclusive" and dynamic.n_runs == 30
+    assert dynamic.n_diverged == 0
     assert "5 runs with the scale clamped" in dynamic.text
+    # A clamp that never bound changes nothing: the runs are the paper's method.
+    unbound = [record("adacos-dynamic", seed=i) | {"scale_clamped_steps": 0}
+               for i in range(30)]
+    assert part(claims.claim_c10(evidence(tmp_path, unbound)),
+                "adacos-dynamic").verdict == "supported"
 
 
 def test_stability_cells_keep_guarded_and_clamped_runs_apart_and_find_the_lowest_margin(

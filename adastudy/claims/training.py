@@ -120,9 +120,10 @@ def claim_c10(ev: Evidence) -> Outcome:
     `MAX_DIVERGENCE_RATE` (exact binomial, one-sided 97.5 %). adacos-fixed, whose scale
     is constant and cannot run away, is the control. Failed runs (errors) are counted,
     not judged; pruned runs do not count. Guarded runs are not the paper's method and
-    are never judged as it: a run whose scale `train.adacos_scale_max` clamped is left
-    out, and a run the stability guard ended (a predicted run-away, not an observed
-    one) forbids "stable" without counting as a divergence ("inconclusive")."""
+    are never judged as it: a run whose scale `train.adacos_scale_max` clamped, or that
+    the stability guard ended (a predicted run-away, not an observed one), is not
+    counted, and forbids "stable" without counting as a divergence ("inconclusive"):
+    those are the runs whose scale climbed, and the others alone would flatter it."""
     parts: list[Part] = []
     numbers: dict = {}
     for variant in ev.variants():
@@ -162,12 +163,14 @@ def claim_c10(ev: Evidence) -> Outcome:
                         + (f", from step {int(steps.min())}" if len(steps) else "") + ")")
                 part = make_part(ev, variant, head, text + aside, estimate=estimate,
                                  fixed="not supported", runs=config)
-            elif guarded:
+            elif guarded or clamped:
+                # The guarded runs are the ones whose scale climbed: judging the others
+                # alone would call the method stable by leaving out its worst runs.
                 part = make_part(ev, variant, head, (
-                    f"{bare}{role}: none of {runs(n)} diverged, but the guard ended "
-                    f"{runs(guarded)} before s could run away: stability cannot be "
-                    "confirmed" + aside), estimate=estimate, fixed="inconclusive",
-                    runs=config)
+                    f"{bare}{role}: none of {runs(n)} unguarded runs diverged, but a guard "
+                    "held the scale of the others, so whether they would have run away "
+                    "is unknown: stability cannot be confirmed" + aside),
+                    estimate=estimate, fixed="inconclusive", runs=config)
             else:
                 none = "the one run did not diverge" if n == 1 else f"none of {n} runs diverged"
                 text = (f"{bare}{role}: {none}; rate < {upper:.2f} "
