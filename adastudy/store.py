@@ -56,6 +56,9 @@ __all__ = [
     "leaderboard",
     "load_tables",
     "read_manifest",
+    "read_record_file",
+    "record_name",
+    "record_names",
     "read_trial_record",
     "read_trial_records",
     "t975",
@@ -297,12 +300,17 @@ def _record_files(run_dir: Path) -> list[Path]:
     )
 
 
+def record_name(key: str) -> str:
+    """The file name, inside trials/, of the record of trial `key`."""
+    return f"{_slug(key)}.json"
+
+
 def read_trial_record(run_dir: Path, key: str) -> dict | None:
     """The valid record of the trial `key`, or None: reads its one file (the name
     follows from the key), never the run's other records, so a worker asking whether
     its trial is done costs the same at 10 trials as at 10,000. A file that cannot be
     read, is not valid JSON, lacks a field or holds another key counts as no record."""
-    path = Path(run_dir) / TRIALS_DIR / f"{_slug(key)}.json"
+    path = Path(run_dir) / TRIALS_DIR / record_name(key)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -310,6 +318,36 @@ def read_trial_record(run_dir: Path, key: str) -> dict | None:
     if _record_problem(record) is not None or record.get("key") != key:
         return None
     return record
+
+
+def record_names(run_dir: Path) -> list[str]:
+    """The file names of the run's records (trials/*.json, no temp or hidden files),
+    sorted: one directory listing, no file opened. A sweep learns what is finished
+    from it and reads only the files it has not seen (`read_record_file`)."""
+    folder = Path(run_dir) / TRIALS_DIR
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(n for n in names if n.endswith(".json") and not n.startswith("."))
+
+
+def read_record_file(run_dir: Path, name: str) -> tuple[dict | None, str | None]:
+    """(record, None) for a valid record file trials/`name`, else (None, what is wrong,
+    e.g. "trials/x.json: not valid JSON (...)"); never raises for a bad file."""
+    where = f"{TRIALS_DIR}/{name}"
+    try:
+        text = (Path(run_dir) / TRIALS_DIR / name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"{where}: cannot read ({e})"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, f"{where}: not valid JSON ({e})"
+    problem = _record_problem(record)
+    if problem is not None:
+        return None, f"{where}: {problem}"
+    return record, None
 
 
 def read_trial_records(run_dir: Path) -> tuple[list[dict], list[str]]:
@@ -323,24 +361,13 @@ def read_trial_records(run_dir: Path) -> tuple[list[dict], list[str]]:
     """
     records: dict[str, dict] = {}
     problems: list[str] = []
-    for path in _record_files(run_dir):
-        where = f"{TRIALS_DIR}/{path.name}"
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            problems.append(f"{where}: cannot read ({e})")
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as e:
-            problems.append(f"{where}: not valid JSON ({e})")
-            continue
-        problem = _record_problem(record)
-        if problem is not None:
-            problems.append(f"{where}: {problem}")
+    for name in record_names(run_dir):
+        record, problem = read_record_file(run_dir, name)
+        if record is None:
+            problems.append(problem)
             continue
         if record["key"] in records:
-            problems.append(f"{where}: duplicate key {record['key']!r}, skipped")
+            problems.append(f"{TRIALS_DIR}/{name}: duplicate key {record['key']!r}, skipped")
             continue
         records[record["key"]] = record
     return [records[k] for k in sorted(records)], problems

@@ -92,7 +92,7 @@ def test_help_has_one_style_and_fits_80_columns(runner) -> None:
         assert max(len(line) for line in text.splitlines()) <= 80, args
     sweep = words(help_text(runner, "sweep"))
     assert "Usage: adastudy sweep [OPTIONS] SPEC" in sweep
-    assert "<optuna|ray>" in sweep and "[default: runs/<study name>]" in sweep
+    assert "<optuna|ray|serial>" in sweep and "[default: runs/<study name>]" in sweep
     assert "[default: 1]" in sweep  # --cpus-per-trial's, in words before
     assert "<csv|parquet>" in help_text(runner, "export")
     show = words(help_text(runner, "show"))
@@ -113,7 +113,7 @@ def test_help_has_one_style_and_fits_80_columns(runner) -> None:
     ("args", "needles"),
     [
         (["sweep", "{spec}", "--workers", "0"], ["'--workers'", "adastudy sweep -h"]),
-        (["sweep", "{spec}", "--backend", "dask"], ["'--backend'", "'optuna', 'ray'"]),
+        (["sweep", "{spec}", "--backend", "dask"], ["'--backend'", "'optuna', 'ray', 'serial'"]),
         (["sweep"], ["missing argument 'SPEC'"]),
         (["sweep", "{spec}", "--wrkers", "2"], ["--wrkers"]),
         (["no-such-command"], ["no-such-command"]),
@@ -356,27 +356,32 @@ def test_a_sweep_to_a_file_prints_plain_progress_lines(runner, tmp_path) -> None
 
 
 def test_an_interrupted_trial_goes_back_to_the_queue_not_to_fail(tmp_path) -> None:
+    from adastudy import store
     from adastudy.backends import optuna as on_optuna
-    from adastudy.backends import record_key
+    from adastudy.backends.sweep import Plan, RecordIndex
 
     spec = specs.load(write_spec(tmp_path))
     run = tmp_path / "run"
     run.mkdir()
-    plan = {record_key(t): t for t in spec.trials()}
+    plan, index = Plan(spec), RecordIndex(run)
     study = on_optuna.open_study(run, spec)
-    on_optuna._enqueue_missing(study, plan, set())
+    on_optuna._enqueue_missing(study, plan, index, spec.study.metric)
     first, second = study.ask(), study.ask()  # both RUNNING, as when a process died
     first.suggest_categorical("head", ["cosface", "adacos-fixed"])
     # the second one's record was written just before its process died
-    done = {**record("cosface", 16.0, 0.2, 0, 0.9), "key": second.user_attrs["key"]}
-    on_optuna._enqueue_missing(study, plan, {done["key"]}, {done["key"]: done},
-                               spec.study.metric)
+    trial = plan.grid[second.user_attrs["key"]]
+    done = {**record(trial.head, trial.s, trial.m, trial.seed, 0.9),
+            "key": second.user_attrs["key"]}
+    store.write_trial_record(run, done)
+    index.refresh()
+    assert index.keys() == {done["key"]}
+    on_optuna._enqueue_missing(study, plan, index, spec.study.metric)
     trials = {t.number: t for t in study.get_trials()}
     assert trials[first.number].state == optuna.trial.TrialState.WAITING
     assert trials[first.number].user_attrs["interruptions"] == 1
     assert trials[second.number].state == optuna.trial.TrialState.COMPLETE
     assert trials[second.number].value == 0.9
-    assert len(trials) == len(plan)  # nothing enqueued twice
+    assert len(trials) == len(plan.grid)  # nothing enqueued twice
     assert not [t for t in trials.values() if t.state == optuna.trial.TrialState.FAIL]
     again = study.ask()  # the resumed sweep takes the interrupted trial first
     assert again.number == first.number

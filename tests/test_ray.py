@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
+import ray_kill_hook
 from tiny_study import TINY, planned_keys, write_spec
 from typer.testing import CliRunner
 
@@ -42,11 +43,38 @@ def record_times(run_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray (2 CPUs, loopback, no dashboard) for the tests of this module."""
-    ray_backend.init_local_ray(num_cpus=2)
+def kill_dir():
+    """The folder through which a test arms `ray_kill_hook` (see there)."""
+    with tempfile.TemporaryDirectory(prefix="adastudy-kill-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture(scope="module")
+def local_ray(kill_dir):
+    """One local Ray (2 CPUs, loopback, no dashboard) for the tests of this module, its
+    workers able to import the tests' kill hook (`ray_kill_hook`)."""
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", ray_kill_hook.ARM_ENV)}
+    tests = str(Path(__file__).parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, saved["PYTHONPATH"]) if p)
+    os.environ[ray_kill_hook.ARM_ENV] = str(kill_dir)
+    try:
+        ray_backend.init_local_ray(
+            num_cpus=2, runtime_env={"worker_process_setup_hook": "ray_kill_hook.install"})
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     yield
     ray.shutdown()
+
+
+def arm_kill(kill_dir: Path) -> Path:
+    """The next trial to start SIGKILLs its worker; returns the file that says it did."""
+    (kill_dir / "fired").unlink(missing_ok=True)
+    (kill_dir / "armed").touch()
+    return kill_dir / "fired"
 
 
 def test_a_grid_on_ray_gives_the_rows_and_metrics_of_optuna(local_ray, tmp_path):
@@ -98,10 +126,9 @@ def test_a_local_ray_listens_on_loopback_only(local_ray):
     assert addresses <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, addresses
 
 
-def test_a_killed_worker_is_retried_and_the_study_completes(local_ray, tmp_path, monkeypatch):
+def test_a_killed_worker_is_retried_and_the_study_completes(local_ray, kill_dir, tmp_path):
     spec_path = write_spec(tmp_path)
-    marker = tmp_path / "killed"
-    monkeypatch.setenv("ADASTUDY_RAY_KILL_ONCE", str(marker))
+    marker = arm_kill(kill_dir)
     summary = ray_backend.run_sweep(specs.load(spec_path), spec_path, out=tmp_path / "run")
     assert marker.exists()  # one trial's worker was SIGKILLed ...
     assert summary.finished == summary.planned == 6 and not summary.interrupted
@@ -111,11 +138,11 @@ def test_a_killed_worker_is_retried_and_the_study_completes(local_ray, tmp_path,
 
 
 def test_an_interrupted_experiment_is_restored_without_repeating_trials(
-    local_ray, tmp_path, monkeypatch
+    local_ray, kill_dir, tmp_path
 ):
     spec_path = write_spec(tmp_path)
     spec = specs.load(spec_path)
-    monkeypatch.setenv("ADASTUDY_RAY_KILL_ONCE", str(tmp_path / "killed"))
+    arm_kill(kill_dir)
     # No retries: the trial whose worker dies is left unfinished, as after a crash.
     first = ray_backend.run_sweep(spec, spec_path, out=tmp_path / "run", max_failures=0)
     assert first.interrupted and first.finished == 5

@@ -1,7 +1,10 @@
-"""What every engine shares: the run folder, its lock, and turning a trial into a record.
+"""The engines, and what every engine shares: the run folder, its locks, the manifest,
+and turning a trial into a record.
 
-An engine (Optuna here, Ray later) runs the spec's grid, `StudySpec.trials()`, and hands
-each finished trial to `store.write_trial_record` as `trial_record(...)`; the tables and
+An engine is one registration in `ENGINES` (its module, class and the package it
+needs); `get_engine(name, options)` imports it only then, so importing adastudy imports
+neither Optuna nor Ray. The sweep itself (the plan, the records, the TPE rule, the live
+view) is `adastudy.backends.sweep`; an engine implements `sweep.Engine`. The tables and
 reports read only the store, so they do not care which engine ran.
 """
 
@@ -15,18 +18,21 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adastudy import store
 from adastudy.errors import AdastudyError, ParameterError
-from adastudy.spec import MAIN_VARIANT, StudySpec, TrialSpec
 from adastudy.theory import check_head_params
+
+if TYPE_CHECKING:  # the command line imports this module for ENGINES: keep it light
+    from adastudy.spec import StudySpec, TrialSpec
 
 __all__ = [
     "SWEEP_LOCK",
     "WORKERS_LOCK",
     "RunFolderError",
+    "ENGINES",
     "check_devices",
+    "get_engine",
     "require_engine",
     "SweepStatus",
     "SweepSummary",
@@ -68,9 +74,25 @@ class SweepSummary:
     problems: list[str]
 
 
-#: The package each engine imports, and what to install for it.
-ENGINE_PACKAGES = {"optuna": ("optuna", "pip install optuna"),
-                   "ray": ("ray", "pip install 'adastudy[ray]' (or 'ray[tune]')")}
+@dataclass(frozen=True)
+class EngineEntry:
+    """Where an engine lives and what it needs."""
+
+    target: str  #: "module:Class", imported when the engine is chosen
+    package: str | None  #: the package it imports (None: none beyond adastudy's own)
+    install: str = ""  #: how to get that package
+    options: tuple[str, ...] = ()  #: the command-line options it takes
+
+
+#: The engines, by their `--backend` name: one entry per engine.
+ENGINES: dict[str, EngineEntry] = {
+    "optuna": EngineEntry("adastudy.backends.optuna:OptunaEngine", "optuna",
+                          "pip install optuna", ("--workers",)),
+    "ray": EngineEntry("adastudy.backends.ray:RayEngine", "ray",
+                       "pip install 'adastudy[ray]' (or 'ray[tune]')",
+                       ("--address", "--cpus-per-trial", "--gpus-per-trial")),
+    "serial": EngineEntry("adastudy.backends.serial:SerialEngine", None),
+}
 
 
 def require_engine(name: str) -> None:
@@ -78,17 +100,42 @@ def require_engine(name: str) -> None:
     package is missing (the engines are imported only when a sweep runs on them)."""
     import importlib.util
 
-    package, install = ENGINE_PACKAGES[name]
-    if importlib.util.find_spec(package) is None:
+    entry = ENGINES[name]
+    if entry.package is not None and importlib.util.find_spec(entry.package) is None:
         raise ParameterError(f"--backend {name}: the {name} engine needs the package "
-                             f"{package!r}, which is not installed: {install}")
+                             f"{entry.package!r}, which is not installed: {entry.install}")
+
+
+def get_engine(name: str, options: dict[str, Any] | None = None) -> Any:
+    """The engine `name` (an `adastudy.backends.sweep.Engine`) for the command line's
+    `options` ({"--workers": 2, ...}; None for an option not given). One-line errors:
+    an unknown engine, its package missing, an option it does not take, a bad value."""
+    import importlib
+
+    if name not in ENGINES:
+        raise ParameterError(f"--backend: must be one of {', '.join(ENGINES)}, got {name!r}")
+    require_engine(name)
+    options = dict(options or {})
+    for option, value in options.items():
+        if value is None or option in ENGINES[name].options:
+            continue
+        owners = [n for n, e in ENGINES.items() if option in e.options]
+        refusal = getattr(importlib.import_module(ENGINES[name].target.split(":")[0]),
+                          "REFUSALS", {}).get(option)
+        raise ParameterError(f"{option}: " + (refusal or "only the {0} backend takes it "
+                             "(--backend {0})".format(owners[0] if owners else "?")))
+    module, cls = ENGINES[name].target.split(":")
+    return getattr(importlib.import_module(module), cls).from_options(
+        {k: v for k, v in options.items() if v is not None})
 
 
 def check_devices(spec: StudySpec) -> None:
     """Refuse, before anything is written, a spec whose trials ask for a device this
     machine lacks (`train.device = "cuda"` without CUDA): each trial would fail. For the
-    engines that run trials on this machine (Optuna; a local Ray)."""
+    engines that run trials on this machine (serial, Optuna, a local Ray)."""
     import torch
+
+    from adastudy.spec import MAIN_VARIANT
 
     for name in spec.variant_names():
         if spec.variant_sections(name)[2].device == "cuda" and not torch.cuda.is_available():
@@ -103,6 +150,8 @@ def start_manifest(
     """Read (or begin) the run folder's manifest, record this machine's environment and
     a new entry in `runs` (its start, the engine, `run`'s details, the command line),
     write it, and return it for the engine to close with `ended_at`."""
+    from adastudy import store
+
     manifest = store.read_manifest(run_dir) or {
         "study": spec.study.name,
         "spec_path": str(spec_path),
@@ -121,6 +170,8 @@ def start_manifest(
 
 def finish_manifest(run_dir: Path, manifest: dict[str, Any], interrupted: bool) -> None:
     """Close the run that `start_manifest` began: its end, and whether it stopped early."""
+    from adastudy import store
+
     manifest["runs"][-1]["ended_at"] = now()
     manifest["runs"][-1]["interrupted"] = interrupted
     manifest["ended_at"] = now()
@@ -138,6 +189,8 @@ def prepare_run_dir(spec: StudySpec, spec_path: Path, out: Path | None) -> Path:
     Refuses (without changing anything) a folder whose manifest holds another spec's
     digest, or a path that is a file or cannot be written.
     """
+    from adastudy import store
+
     run_dir = Path(out) if out is not None else Path("runs") / spec.study.name
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: exists and is not a folder")
@@ -222,6 +275,8 @@ def trial_record(
 def record_key(trial: TrialSpec) -> str:
     """The store key of a trial: every engine names its records (and finds the ones
     already done) with it."""
+    from adastudy import store
+
     s, m = hyperparameters(trial)
     return store.trial_key(trial.head, s, m, trial.seed, trial.variant)
 

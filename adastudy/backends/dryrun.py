@@ -19,21 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adastudy import store
-from adastudy.backends import RunFolderError, record_key
-from adastudy.spec import MAIN_VARIANT, StudySpec
+from adastudy.backends import RunFolderError
+from adastudy.backends.sweep import Plan, PlanRow, RecordIndex
+from adastudy.spec import StudySpec
 
 __all__ = ["Estimate", "PlanRow", "Pilot", "estimate", "finished_keys", "plan"]
-
-
-@dataclass(frozen=True)
-class PlanRow:
-    """The trials of one head in one variant (`searched`: sampled by TPE)."""
-
-    variant: str
-    head: str
-    trials: int  #: still to run
-    searched: bool = False
-    finished: int = 0  #: finished already in the run folder (not run again)
 
 
 @dataclass(frozen=True)
@@ -83,31 +73,30 @@ class Estimate:
         }
 
 
-def finished_keys(study: StudySpec, run_dir: Path | None) -> set[str]:
-    """The keys of the trials a run folder has finished already (a resumed sweep skips
-    them). A folder made from another spec is refused, as the sweep would refuse it."""
+def _index(study: StudySpec, run_dir: Path | None) -> RecordIndex | None:
+    """What a run folder has finished already (a resumed sweep skips it), from one
+    listing. A folder made from another spec is refused, as the sweep would refuse it."""
     if run_dir is None or not Path(run_dir).is_dir():
-        return set()
+        return None
     manifest = store.read_manifest(Path(run_dir))
     if manifest is not None and manifest.get("spec_digest") != study.digest():
         raise RunFolderError(f"{run_dir}: was made from another spec "
                              f"({manifest.get('spec_path', '?')}); give --out a new folder")
-    records, _ = store.read_trial_records(Path(run_dir))
-    return {str(r.get("key")) for r in records}
+    index = RecordIndex(Path(run_dir))
+    index.refresh()
+    return index
 
 
-def plan(study: StudySpec, done: set[str] = frozenset()) -> list[PlanRow]:
-    """The trials a sweep of `study` runs, per variant and head, in the spec's order:
-    the grid (`StudySpec.trials`) less those in `done` (finished keys) and, for heads
-    searched by TPE, `search.trials` configurations × the seeds."""
-    counts: dict[tuple[str, str], list[int]] = {}
-    for trial in study.trials():
-        count = counts.setdefault((trial.variant, trial.head), [0, 0])
-        count[0 if record_key(trial) not in done else 1] += 1
-    rows = [PlanRow(variant, head, n, finished=k) for (variant, head), (n, k) in counts.items()]
-    rows += [PlanRow(MAIN_VARIANT, head, study.search.trials * len(study.study.seeds), True)
-             for head in study.searched_heads()]
-    return rows
+def finished_keys(study: StudySpec, run_dir: Path | None) -> set[str]:
+    """The keys of the trials a run folder has finished already."""
+    index = _index(study, run_dir)
+    return set() if index is None else index.keys()
+
+
+def plan(study: StudySpec, run_dir: Path | None = None) -> list[PlanRow]:
+    """The trials a sweep of `study` runs, per variant and head, in the spec's order
+    (`sweep.Plan.rows`), less what `run_dir` finished already."""
+    return Plan(study).rows(_index(study, run_dir))
 
 
 def _pilot(study: StudySpec, variant: str, head: str) -> Pilot:
@@ -130,7 +119,7 @@ def estimate(study: StudySpec, workers: int = 1, run_dir: Path | None = None) ->
     """The plan (less what `run_dir` finished already) with a wall-time estimate from
     one pilot per variant that has trials to run (see the module docstring). Writes
     nothing."""
-    rows = plan(study, finished_keys(study, run_dir))
+    rows = plan(study, run_dir)
     pilots = {}
     for variant in dict.fromkeys(r.variant for r in rows if r.trials):
         head = next(r.head for r in rows if r.variant == variant)

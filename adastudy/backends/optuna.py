@@ -6,6 +6,11 @@ and optuna-dashboard read it). Each worker process pops the next waiting trial u
 file lock, runs it with `run_trial`, writes its record to the store, then tells Optuna.
 A grid point × seed therefore runs once across all workers.
 
+TPE: configuration k of a searched head is sampled by the shared rule
+(`sweep.propose`) from the configurations the head's study `<study>:<head>` has
+finished, enqueued there and run with every seed (`sweep.run_configuration`: a seed
+with a record is not run again); the study is told the mean.
+
 Resume: running the same command again enqueues only the points without a record. A
 trial that was interrupted (Ctrl-C) or left RUNNING by a killed process goes back in
 the queue as WAITING (it did not fail, so Optuna and its dashboards do not count it as
@@ -15,6 +20,7 @@ that record's outcome. The run folder's lock refuses a second sweep on the same 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
@@ -24,33 +30,29 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from adastudy import store
 from adastudy.backends import (
-    SWEEP_LOCK,
     WORKERS_LOCK,
     SweepStatus,
     SweepSummary,
-    finish_manifest,
     hyperparameters,
-    now,
-    prepare_run_dir,
-    record_key,
     run_lock,
-    start_manifest,
-    trial_record,
     waiting_lock,
 )
-from adastudy.spec import SearchSpec, StudySpec, TrialSpec
+from adastudy.backends import sweep as skeleton
+from adastudy.backends.sweep import SweepContext, TrialRunner
+from adastudy.errors import ParameterError
+from adastudy.spec import SearchSpec, StudySpec
 from adastudy.theory import HEAD_NAMES
 
-__all__ = ["STORAGE_NAME", "SweepStatus", "SweepSummary", "open_study", "run_sweep"]
+__all__ = ["STORAGE_NAME", "OptunaEngine", "SweepStatus", "SweepSummary", "open_study",
+           "run_sweep"]
 
 STORAGE_NAME = "optuna.journal"
 _ASK_LOCK = ".ask.lock"
@@ -78,18 +80,20 @@ def open_study(run_dir: Path, spec: StudySpec) -> optuna.Study:
 
 
 def open_head_study(run_dir: Path, spec: StudySpec, head: str) -> optuna.Study:
-    """The TPE study of one searched head, named `<study>:<head>`. Its sampler's seed
-    is the search seed plus the trials so far: the same sequence on a rerun, and two
-    workers asking in turn never draw the same start-up point."""
-    storage = _storage(str(run_dir / STORAGE_NAME))
-    name = f"{spec.study.name}:{head}"
-    study = optuna.create_study(
-        storage=storage, study_name=name, direction=spec.study.direction, load_if_exists=True
-    )
-    seed = spec.search.seed + len(study.get_trials(deepcopy=False))
-    return optuna.load_study(
-        study_name=name, storage=storage, sampler=optuna.samplers.TPESampler(seed=seed)
-    )
+    """The TPE study of one searched head, named `<study>:<head>`: its trials are the
+    configurations, each enqueued with the parameters the shared rule sampled
+    (`sweep.propose`), so its own sampler never chooses."""
+    return optuna.create_study(
+        storage=_storage(str(run_dir / STORAGE_NAME)), study_name=f"{spec.study.name}:{head}",
+        direction=spec.study.direction, load_if_exists=True,
+        sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def _head_history(study: optuna.Study) -> list[tuple[dict[str, float], float]]:
+    """The configurations the head's study has finished with a finite score, by number."""
+    return [(dict(t.params), float(t.value))
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and math.isfinite(t.value)]
 
 
 def _configs_taken(study: optuna.Study) -> int:
@@ -150,19 +154,19 @@ def _settle_stale(study: optuna.Study, records: dict[str, dict[str, Any]] | None
             study.tell(trial.number, state=TrialState.FAIL)
 
 
-def _enqueue_missing(study: optuna.Study, plan: dict[str, TrialSpec], done: set[str],
-                     records: dict[str, dict[str, Any]] | None = None,
-                     metric: str | None = None) -> int:
+def _enqueue_missing(study: optuna.Study, plan: skeleton.Plan, index: skeleton.RecordIndex,
+                     metric: str) -> int:
     """Settle trials left RUNNING by a dead process (`_settle_stale`); enqueue every
-    point without a record that is not waiting already."""
-    _settle_stale(study, records, metric)
+    grid point without a record that is not waiting already."""
+    _settle_stale(study, index.records, metric)
     waiting = {
         t.user_attrs.get("key")
         for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     }
     added = 0
-    for key, trial in plan.items():
-        if key in done or key in waiting:
+    for key in plan.missing(index):
+        trial = plan.grid[key]
+        if key in waiting:
             continue
         s, m = hyperparameters(trial)
         params: dict[str, Any] = {"head": trial.head, "seed": trial.seed}
@@ -236,76 +240,58 @@ def _worker_main(
 
 
 class _Worker:
-    """One worker process: takes the next grid point or TPE configuration, runs it,
-    records it in the store, and tells Optuna."""
+    """One worker process: takes the next grid point or TPE configuration, runs it
+    (`TrialRunner`: the record is written first), and tells Optuna."""
 
     def __init__(self, folder: Path, spec: StudySpec) -> None:
         self.folder = folder
         self.spec = spec
-        self.plan = {record_key(t): t for t in spec.trials()}
+        self.plan = skeleton.Plan(spec)
         self.study = open_study(folder, spec)
         self.maximize = spec.study.direction == "maximize"
-        self.data: dict[str, Any] = {}  # built datasets by DataSpec (JSON): one per variant
-        self.in_trial = False
+        self.runner = TrialRunner(folder)
         self.stop = False
 
     def on_sigint(self, signum: int, frame: Any) -> None:
-        if self.in_trial:
+        if self.runner.in_trial:
             raise KeyboardInterrupt
         self.stop = True
 
     def next_job(self) -> tuple[optuna.Study, optuna.Trial, Callable[[Any], None]] | None:
         """(study, trial, how to run it): a waiting grid point first, then a TPE
-        configuration of a searched head with budget left; None when all is taken."""
+        configuration of a searched head with budget left (an interrupted one, waiting
+        again, before a new one); None when all is taken."""
         if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             trial = self.study.ask()
-            if trial.user_attrs.get("key") in self.plan:
+            if trial.user_attrs.get("key") in self.plan.grid:
                 return self.study, trial, self.run_point
             self.study.tell(trial, state=TrialState.FAIL)  # not ours: cannot happen
             return None
-        for head in self.spec.searched_heads():
+        for head in self.plan.searched:
             study = open_head_study(self.folder, self.spec, head)
-            if _configs_taken(study) < self.spec.search.trials:
-                trial = study.ask()
-                return study, trial, functools.partial(self.run_config, study, head)
+            trials = study.get_trials(deepcopy=False)
+            if not any(t.state == TrialState.WAITING for t in trials):
+                if _configs_taken(study) >= self.plan.budget:
+                    continue
+                # Configuration k = the trials so far (a requeued one keeps its number).
+                params = skeleton.propose(self.spec, head, len(trials), _head_history(study))
+                study.enqueue_trial(params)
+            trial = study.ask(skeleton.distributions(self.spec, head))
+            return study, trial, functools.partial(self.run_config, study, head)
         return None
-
-    def execute(self, trial_spec: TrialSpec, reporter: Any, number: int) -> Any:
-        """Run one trial and write its record; the result, or None when it raised."""
-        from adastudy.data import build_data
-        from adastudy.train import run_trial
-
-        data_key = trial_spec.data.model_dump_json()
-        if data_key not in self.data:
-            self.data[data_key] = build_data(trial_spec.data)
-        started = now()
-        try:
-            self.in_trial = True
-            result = run_trial(trial_spec, reporter, data=self.data[data_key])
-        except Exception as exc:  # a trial that raises is a result, not a crash
-            self.in_trial = False
-            store.write_trial_record(self.folder, trial_record(
-                trial_spec, None, number=number, started_at=started,
-                error=f"{type(exc).__name__}: {exc}", series=reporter.rows,
-            ))
-            return None
-        finally:
-            self.in_trial = False
-        store.write_trial_record(self.folder, trial_record(
-            trial_spec, result, number=number, started_at=started, series=reporter.rows,
-        ))
-        return result
 
     def run_point(self, trial: optuna.Trial) -> None:
         """A grid point × seed, with the pruner watching its validation accuracy."""
-        trial_spec = self.plan[trial.user_attrs["key"]]
+        key = trial.user_attrs["key"]
+        trial_spec = self.plan.grid[key]
         trial.suggest_categorical("head", HEAD_NAMES)
         trial.suggest_int("seed", trial_spec.seed, trial_spec.seed)
         s, m = hyperparameters(trial_spec)
         for name, value in (("s", s), ("m", m)):
             if value is not None:
                 trial.suggest_float(name, value, value)
-        result = self.execute(trial_spec, _OptunaReporter(trial, self.maximize), trial.number)
+        result = self.runner.execute(trial_spec, _OptunaReporter(trial, self.maximize),
+                                     self.plan.numbers[key])
         if result is None:
             trial.set_user_attr("outcome", "failed")
             self.study.tell(trial, state=TrialState.FAIL)
@@ -320,37 +306,14 @@ class _Worker:
             self.study.tell(trial, state=TrialState.FAIL)
 
     def run_config(self, study: optuna.Study, head: str, trial: optuna.Trial) -> None:
-        """A TPE configuration of `head`: sample (s, m), run every seed, tell the mean.
-        No pruning here: the seeds of one configuration run one after the other."""
-        from adastudy.spec import Range
-        from adastudy.train import RecordingReporter
-
-        grid = self.spec.heads[head]
-        params = {}
-        for name in ("s", "m"):
-            values = getattr(grid, name)
-            if isinstance(values, Range):
-                params[name] = trial.suggest_float(name, values.low, values.high, log=values.log)
-            elif values:
-                params[name] = trial.suggest_categorical(name, list(values))
-        scores, states = [], []
-        for seed in self.spec.study.seeds:
-            trial_spec = TrialSpec(
-                data=self.spec.data, model=self.spec.model, train=self.spec.train,
-                head=head, seed=seed, **params,
-            )
-            result = self.execute(trial_spec, RecordingReporter(), trial.number)
-            states.append("failed" if result is None else result.state)
-            if result is not None and result.state == "complete":
-                scores.append(result.metrics.get(self.spec.study.metric, math.nan))
-        trial.set_user_attr("seed_states", states)
-        finite = [v for v in scores if math.isfinite(v)]
-        if finite:
-            trial.set_user_attr("outcome", "complete")
-            study.tell(trial, sum(finite) / len(finite))
+        """Configuration `trial.number` of `head`, every seed; tell Optuna the mean."""
+        outcome = skeleton.run_configuration(self.runner, self.spec, head, dict(trial.params),
+                                             trial.number)
+        trial.set_user_attr("seed_states", list(outcome.states))
+        trial.set_user_attr("outcome", outcome.outcome)
+        if outcome.outcome == "complete":
+            study.tell(trial, outcome.score)
         else:
-            diverged = all(state == "diverged" for state in states)
-            trial.set_user_attr("outcome", "diverged" if diverged else "failed")
             study.tell(trial, state=TrialState.FAIL)
 
 
@@ -366,6 +329,41 @@ def _gpu_sets(workers: int) -> list[str | None]:
     return [str(i % count) for i in range(workers)]
 
 
+class OptunaEngine:
+    """Sweeps on Optuna with `workers` processes on this machine (`--workers`)."""
+
+    name = "optuna"
+    trials_run_here = True
+
+    def __init__(self, workers: int = 1) -> None:
+        if not (isinstance(workers, int) and workers >= 1):
+            raise ParameterError(f"--workers: must be >= 1, got {workers!r}")
+        self.workers = workers
+
+    @property
+    def slots(self) -> int:
+        return self.workers
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> OptunaEngine:
+        return cls(workers=options.get("--workers", 1))
+
+    @contextlib.contextmanager
+    def session(self, spec: StudySpec) -> Iterator[dict[str, Any]]:
+        yield {"workers": self.workers, "optuna": optuna.__version__}
+
+    def resume_args(self) -> str:
+        return f" --workers {self.workers}" if self.workers > 1 else ""
+
+    def run(self, ctx: SweepContext) -> bool:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        _enqueue_missing(open_study(ctx.run_dir, ctx.spec), ctx.plan, ctx.index,
+                         ctx.spec.study.metric)
+        for head in ctx.plan.searched:  # an interrupted configuration waits again
+            _settle_stale(open_head_study(ctx.run_dir, ctx.spec, head))
+        return _run_workers(ctx, self.workers)
+
+
 def run_sweep(
     spec: StudySpec,
     spec_path: Path,
@@ -374,105 +372,49 @@ def run_sweep(
     workers: int = 1,
     progress: Callable[[SweepStatus], None] | None = None,
 ) -> SweepSummary:
-    """Run (or resume) the spec's grid on Optuna with `workers` processes.
-
-    Returns when every point × seed has a record, or after Ctrl-C (then `interrupted`).
-    """
-    run_dir = prepare_run_dir(spec, spec_path, out)
-    plan = {record_key(t): t for t in spec.trials()}
-    with run_lock(run_dir, SWEEP_LOCK):
-        with run_lock(run_dir, WORKERS_LOCK):
-            pass  # no worker of an earlier sweep is alive
-        manifest = start_manifest(run_dir, spec, spec_path, "optuna", {"workers": workers})
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        records, problems = store.read_trial_records(run_dir)
-        by_key = {r["key"]: r for r in records}
-        _enqueue_missing(open_study(run_dir, spec), plan, set(by_key), by_key,
-                         spec.study.metric)
-        for head in spec.searched_heads():  # a TPE configuration: its seeds run again
-            _settle_stale(open_head_study(run_dir, spec, head))
-
-        count = functools.partial(_count_finished, run_dir, spec, plan)
-        planned = len(plan) + (
-            len(spec.searched_heads()) * spec.search.trials * len(spec.study.seeds)
-        )
-        interrupted = False
-        if count(records) < planned:
-            interrupted = _run_workers(run_dir, spec, workers, progress, count, planned)
-        records, problems = store.read_trial_records(run_dir)
-        store.consolidate(run_dir)
-        finished = count(records)
-        # Workers that stopped early (their Ctrl-C, a crash) leave points to resume.
-        interrupted = interrupted or finished < planned
-        finish_manifest(run_dir, manifest, interrupted)
-    return SweepSummary(run_dir, planned, finished, interrupted, problems)
+    """Run (or resume) the spec's study on Optuna with `workers` processes
+    (`sweep.run_sweep` with an `OptunaEngine`). Returns when every trial has a record,
+    or after Ctrl-C (then `interrupted`)."""
+    return skeleton.run_sweep(spec, spec_path, OptunaEngine(workers), out=out,
+                              progress=progress)
 
 
-def _count_finished(
-    run_dir: Path, spec: StudySpec, plan: dict[str, TrialSpec], records: list[dict[str, Any]]
-) -> int:
-    """Trials finished so far: grid points with a record, plus seeds × the TPE
-    configurations that ended (up to the budget)."""
-    finished = len({r["key"] for r in records} & set(plan))
-    for head in spec.searched_heads():
-        study = open_head_study(run_dir, spec, head)
-        ended = sum(
-            t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-            or (t.state == TrialState.FAIL and t.user_attrs.get("outcome") in _FINAL_FAILURES)
-            for t in study.get_trials(deepcopy=False)
-        )
-        finished += min(ended, spec.search.trials) * len(spec.study.seeds)
-    return finished
-
-
-def _run_workers(
-    run_dir: Path,
-    spec: StudySpec,
-    workers: int,
-    progress: Callable[[SweepStatus], None] | None,
-    count: Callable[[list[dict[str, Any]]], int],
-    planned: int,
-) -> bool:
-    """Start the workers and wait for them, reporting progress; True after Ctrl-C."""
+def _run_workers(ctx: SweepContext, workers: int) -> bool:
+    """Start the workers and wait for them, showing the live view; True after Ctrl-C."""
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)
-    spec_json = spec.model_dump_json()
+    spec_json = ctx.spec.model_dump_json()
     processes = [
         context.Process(
             target=_worker_main,
-            args=(str(run_dir), spec_json, threads, gpus, os.getpid()),
+            args=(str(ctx.run_dir), spec_json, threads, gpus, os.getpid()),
             name=f"adastudy-worker-{i}",
         )
         for i, gpus in enumerate(_gpu_sets(workers))
     ]
     for process in processes:
         process.start()
-    studies = [open_study(run_dir, spec)] + [
-        open_head_study(run_dir, spec, head) for head in spec.searched_heads()
+    studies = [open_study(ctx.run_dir, ctx.spec)] + [
+        open_head_study(ctx.run_dir, ctx.spec, head) for head in ctx.plan.searched
     ]
 
-    def report() -> None:
-        if progress is None:
-            return
-        records = store.read_trial_records(run_dir)[0]
-        running = [
+    def running() -> list[str]:
+        return [
             t.user_attrs.get("key") or f"{study.study_name.split(':')[-1]} (tpe #{t.number})"
             for study in studies
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         ]
-        progress(SweepStatus(count(records), planned, records, running))
 
     try:
         while any(p.is_alive() for p in processes):
-            report()
+            if ctx.progress is not None:
+                ctx.view(running())
             time.sleep(0.5)
     except KeyboardInterrupt:
-        # The workers got the same SIGINT: they fail their trial in Optuna and leave.
+        # The workers got the same SIGINT: they requeue their trial and leave.
         for process in processes:
             process.join(timeout=10)
             if process.is_alive():
                 process.terminate()
         return True
-    report()
     return False

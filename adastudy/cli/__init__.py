@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from adastudy import __version__
+from adastudy.backends import ENGINES
 from adastudy.cli import style
 from adastudy.cli.progress import PlainProgress, duration, head_label, live_table, sweep_bar
 from adastudy.errors import AdastudyError, ParameterError
@@ -53,9 +54,8 @@ app = style.App(
 )
 
 
-class _Backend(str, Enum):
-    optuna = "optuna"
-    ray = "ray"
+#: `--backend`'s choices: the registered engines (`adastudy.backends.ENGINES`).
+_Backend = Enum("_Backend", {name: name for name in ENGINES}, type=str)
 
 
 class _Direction(str, Enum):
@@ -454,11 +454,14 @@ def _result_table(result: Any, log_every: int | None = None) -> Table:
 def sweep(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (TOML).")],
     backend: Annotated[
-        _Backend, typer.Option("--backend", help="Engine: optuna (embedded) or ray.")
-    ] = _Backend.optuna,
+        _Backend, typer.Option("--backend", help="Engine: optuna (embedded), ray (one machine "
+                               "or a cluster) or serial (every trial in this process).")
+    ] = _Backend["optuna"],
     workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Trials run at once, each in its process.")
-    ] = 1,
+        int | None,
+        typer.Option("--workers", min=1, help="Trials run at once, each in its process "
+                     "(optuna backend).", show_default="1"),
+    ] = None,
     address: Annotated[
         str | None,
         typer.Option("--address", help="Join the Ray cluster there: auto or HOST:PORT (ray "
@@ -488,48 +491,20 @@ def sweep(
     ] = False,
 ) -> None:
     """Run (or resume) a study: every grid point × seed, exactly once."""
-    import functools
-
     from adastudy import spec as specs
+    from adastudy.backends import get_engine
+    from adastudy.backends.sweep import check_spec, run_sweep
 
-    backend = _choice(backend)  # the plain name: "optuna" or "ray"
     study = specs.load(spec_path)
-    if backend not in ("optuna", "ray"):
-        raise ParameterError(f"--backend: must be optuna or ray, got {backend!r}")
-    ray_options = {"--address": address, "--cpus-per-trial": cpus_per_trial,
-                   "--gpus-per-trial": gpus_per_trial}
-    if backend == "optuna":
-        for name, value in ray_options.items():
-            if value is not None:
-                raise ParameterError(f"{name}: only the ray backend takes it (--backend ray)")
-    elif workers != 1:
-        raise ParameterError("--workers: the ray backend runs as many trials at once as the "
-                             "cluster holds; set --cpus-per-trial / --gpus-per-trial instead")
-    if not study.heads:
-        raise ParameterError(f"{spec_path}: heads: the spec names no head to sweep")
-    from adastudy.backends import check_devices, require_engine
-
-    require_engine(backend)
-    if backend == "optuna" or address is None:  # the trials run on this machine
-        check_devices(study)
+    engine = get_engine(_choice(backend), {
+        "--workers": workers, "--address": address, "--cpus-per-trial": cpus_per_trial,
+        "--gpus-per-trial": gpus_per_trial})
+    check_spec(study, spec_path, engine)
     if dry_run:
-        _print_dry_run(study, out, workers, as_json)
+        _print_dry_run(study, engine, out, as_json)
         return
-    if backend == "ray":
-        from adastudy.backends.ray import run_sweep as run_on_ray
-
-        run_sweep = functools.partial(
-            run_on_ray, address=address,
-            cpus_per_trial=1.0 if cpus_per_trial is None else cpus_per_trial,
-            gpus_per_trial=0.0 if gpus_per_trial is None else gpus_per_trial,
-        )
-    else:
-        from adastudy.backends.optuna import run_sweep as run_on_optuna
-
-        run_sweep = functools.partial(run_on_optuna, workers=workers)
-
     if as_json:
-        summary = run_sweep(study, spec_path, out=out)
+        summary = run_sweep(study, spec_path, engine, out=out)
     else:
         import contextlib
 
@@ -554,15 +529,10 @@ def sweep(
                 bar.update(task, completed=status.finished, total=status.planned)
                 live.update(Group(bar, live_table(status, study.study)))
 
-            summary = run_sweep(study, spec_path, out=out, progress=update)
+            summary = run_sweep(study, spec_path, engine, out=out, progress=update)
     for problem in summary.problems:  # plain lines: rich would wrap long paths
         typer.echo(f"warning: {problem}", err=True)
-    resume = f"adastudy sweep {spec_path} --out {summary.run_dir}" + (
-        f" --workers {workers}" if workers > 1 else "")
-    if backend == "ray":
-        resume += " --backend ray" + "".join(
-            f" {name} {value:g}" if isinstance(value, float) else f" {name} {value}"
-            for name, value in ray_options.items() if value is not None)
+    resume = f"adastudy sweep {spec_path} --out {summary.run_dir}{engine.resume_args()}"
     if as_json:
         _print_leaderboard(summary.run_dir, as_json=True, extra={
             "run_dir": str(summary.run_dir), "planned": summary.planned,
@@ -717,7 +687,7 @@ def compare(
         typer.echo(f"wrote {path}")
 
 
-def _print_dry_run(study: Any, out: Path | None, workers: int, as_json: bool) -> None:
+def _print_dry_run(study: Any, engine: Any, out: Path | None, as_json: bool) -> None:
     """`sweep --dry-run`: the plan and the pilot-based estimate (`backends.dryrun`)."""
     from adastudy.backends import dryrun
 
@@ -725,7 +695,7 @@ def _print_dry_run(study: Any, out: Path | None, workers: int, as_json: bool) ->
     with Progress(TextColumn("{task.description}"), console=Console(stderr=True),
                   transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
         bar.add_task("timing a pilot trial per variant ...", total=None)
-        found = dryrun.estimate(study, workers=workers, run_dir=run_dir)
+        found = dryrun.estimate(study, workers=engine.slots, run_dir=run_dir)
     if as_json:
         typer.echo(json.dumps(_json_safe({"run_dir": str(run_dir), **found.to_json()})))
         return
@@ -740,8 +710,8 @@ def _print_dry_run(study: Any, out: Path | None, workers: int, as_json: bool) ->
     Console().print(table)
     typer.echo(f"{found.trials} trials to run in {run_dir}"
                + (f" ({found.finished} finished already)" if found.finished else "")
-               + f": about {duration(found.wall_s)} with {workers} "
-               + ("worker" if workers == 1 else "workers")
+               + f": about {duration(found.wall_s)} with {found.workers} "
+               + ("worker" if found.workers == 1 else "workers")
                + " (an estimate from one pilot trial per variant, on this machine; "
                "pruning ends trials sooner)")
 
