@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
-import ray_kill_hook
+from conftest import arm_kill
 from tiny_study import TINY, planned_keys, write_spec
 from typer.testing import CliRunner
 
@@ -40,41 +40,6 @@ RUN_COLUMNS = {"number", "wall_time_s", "train_time_s", "samples_per_s", "starte
 
 def record_times(run_dir: Path) -> dict[str, str]:
     return {r["key"]: r["finished_at"] for r in store.read_trial_records(run_dir)[0]}
-
-
-@pytest.fixture(scope="module")
-def kill_dir():
-    """The folder through which a test arms `ray_kill_hook` (see there)."""
-    with tempfile.TemporaryDirectory(prefix="adastudy-kill-") as folder:
-        yield Path(folder)
-
-
-@pytest.fixture(scope="module")
-def local_ray(kill_dir):
-    """One local Ray (2 CPUs, loopback, no dashboard) for the tests of this module, its
-    workers able to import the tests' kill hook (`ray_kill_hook`)."""
-    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", ray_kill_hook.ARM_ENV)}
-    tests = str(Path(__file__).parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, saved["PYTHONPATH"]) if p)
-    os.environ[ray_kill_hook.ARM_ENV] = str(kill_dir)
-    try:
-        ray_backend.init_local_ray(
-            num_cpus=2, runtime_env={"worker_process_setup_hook": "ray_kill_hook.install"})
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    yield
-    ray.shutdown()
-
-
-def arm_kill(kill_dir: Path) -> Path:
-    """The next trial to start SIGKILLs its worker; returns the file that says it did."""
-    (kill_dir / "fired").unlink(missing_ok=True)
-    (kill_dir / "armed").touch()
-    return kill_dir / "fired"
 
 
 def test_a_grid_on_ray_gives_the_rows_and_metrics_of_optuna(local_ray, tmp_path):
