@@ -22,6 +22,7 @@ bench: setup
 	$(BIN)/python benchmarks/evaluate.py
 	$(BIN)/python benchmarks/sweep.py
 	$(BIN)/python benchmarks/ray_overhead.py
+	$(BIN)/python benchmarks/sweep_scale.py
 
 lint: setup
 	$(BIN)/ruff check adastudy tests benchmarks

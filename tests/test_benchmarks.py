@@ -32,3 +32,15 @@ def test_loop_benchmark_prints_its_ratio_on_a_tiny_size():
     ).stdout
     assert "bare loop" in out and "run_trial" in out
     assert "ratio trial / bare = " in out
+
+
+def test_the_sweep_scale_benchmark_prints_the_overhead_and_its_growth_on_tiny_sizes():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sweep_scale.py"), "--sizes", "8", "16",
+         "--engines", "serial"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode in (0, 1), done.stderr  # 1: the overhead grew (noise, here)
+    assert "serial                       16 trials" in done.stdout
+    assert "ms/trial at 8 trials" in done.stdout
+    assert ("constant" in done.stdout) == (done.returncode == 0)

@@ -84,7 +84,8 @@ class Driver:
         if self.name == "ray":  # the worker of one trial; no retry, as after a crash
             arm_kill(kill_dir)
             summary = self.run(spec_path, out, max_failures=0)
-            assert summary.interrupted
+            assert summary.interrupted and summary.finished == 5
+            assert len(summary.problems) == 1 and "run the sweep again" in summary.problems[0]
             return
         command = [SCRIPT, "sweep", str(spec_path), "--out", str(out), "--backend", self.name]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
@@ -173,6 +174,8 @@ class TestEngineContract:
         assert trials.loc["normface|s=0.01|m=-|seed=0", "state"] == "complete"
         assert trials.loc["normface|s=16|m=-|seed=0", "state"] == "pruned"
         assert trials.loc["normface|s=16|m=-|seed=0", "epochs"] == 1
+        series = pd.read_parquet(tmp_path / "run" / "series.parquet")
+        assert (series["key"] == "normface|s=16|m=-|seed=0").sum() > 0  # its steps kept
 
     def test_a_trial_that_raises_is_failed_and_the_sweep_goes_on(self, driver, tmp_path):
         # A CNN on feature vectors: every trial raises inside run_trial.
@@ -200,6 +203,8 @@ class TestEngineContract:
         assert {key: after[key] for key in before} == before  # not run again
         trials = pd.read_parquet(out / "trials.parquet")
         assert trials["key"].is_unique and set(trials["state"]) == {"complete"}
+        if driver.name == "ray":  # the interrupted experiment was restored, not redone
+            assert sorted(p.name for p in (out / "ray").iterdir()) == ["grid-1"]
 
 
 # -- a trial reads no other trial's record --------------------------------------------

@@ -102,45 +102,6 @@ def test_a_killed_worker_is_retried_and_the_study_completes(local_ray, kill_dir,
     assert set(trials["state"]) == {"complete"}
 
 
-def test_an_interrupted_experiment_is_restored_without_repeating_trials(
-    local_ray, kill_dir, tmp_path
-):
-    spec_path = write_spec(tmp_path)
-    spec = specs.load(spec_path)
-    arm_kill(kill_dir)
-    # No retries: the trial whose worker dies is left unfinished, as after a crash.
-    first = ray_backend.run_sweep(spec, spec_path, out=tmp_path / "run", max_failures=0)
-    assert first.interrupted and first.finished == 5
-    assert len(first.problems) == 1 and "run the sweep again" in first.problems[0]
-    before = record_times(tmp_path / "run")
-
-    second = ray_backend.run_sweep(spec, spec_path, out=tmp_path / "run")
-    assert second.finished == 6 and not second.interrupted
-    after = record_times(tmp_path / "run")
-    assert {k: after[k] for k in before} == before  # the five are not run again
-    # Restored, not started afresh.
-    assert sorted(p.name for p in (tmp_path / "run" / "ray").iterdir()) == ["grid-1"]
-
-
-def test_asha_cuts_a_lagging_trial_which_records_itself_as_pruned(local_ray, tmp_path):
-    text = TINY.replace(
-        '[heads.cosface]\ns = [16.0, 32.0]\nm = [0.2]\n\n[heads.adacos-fixed]\n',
-        '[heads.normface]\ns = [0.01, 16.0]\n',
-    ).replace('seeds = [0, 1]', 'seeds = [0]') + '\n[search]\npruner = "median"\n'
-    spec_path = write_spec(tmp_path, text, epochs=3)
-    # Two CPUs per trial: one at a time, in grid order. On this data s = 16 learns slower
-    # than s = 0.01 (see test_sweep), so ASHA cuts it at its first rung, epoch 1.
-    summary = ray_backend.run_sweep(
-        specs.load(spec_path), spec_path, out=tmp_path / "run", cpus_per_trial=2)
-    assert summary.finished == summary.planned == 2
-    trials = pd.read_parquet(tmp_path / "run" / "trials.parquet").set_index("key")
-    assert trials.loc["normface|s=0.01|m=-|seed=0", "state"] == "complete"
-    assert trials.loc["normface|s=16|m=-|seed=0", "state"] == "pruned"
-    assert trials.loc["normface|s=16|m=-|seed=0", "epochs"] == 1
-    series = pd.read_parquet(tmp_path / "run" / "series.parquet")
-    assert (series["key"] == "normface|s=16|m=-|seed=0").sum() > 0
-
-
 def test_a_tpe_search_runs_its_budget_with_every_seed(local_ray, tmp_path):
     text = TINY.replace(
         '[heads.cosface]\ns = [16.0, 32.0]\nm = [0.2]\n',

@@ -199,6 +199,14 @@ class RecordIndex:
                     added += 1
             return added
 
+    def add(self, record: dict[str, Any]) -> None:
+        """A record this process has just written: known without listing the folder."""
+        with self._lock:
+            self.names.add(store.record_name(record["key"]))
+            if record["key"] not in self.records:
+                self.records[record["key"]] = record
+                self._by_head.setdefault(record["head"], []).append(record)
+
     def keys(self) -> set[str]:
         return set(self.records)
 
@@ -213,11 +221,14 @@ class TrialRunner:
     """Runs a trial with `run_trial` and writes its record; keeps the datasets it built
     (at most `cache_size`, the oldest dropped: a worker runs many trials of few
     variants). `in_trial` is true while `run_trial` runs (an engine's Ctrl-C handler
-    reads it)."""
+    reads it). `on_record` is called with each record written (the serial engine adds
+    it to its index)."""
 
-    def __init__(self, run_dir: Path, cache_size: int = 2) -> None:
+    def __init__(self, run_dir: Path, cache_size: int = 2,
+                 on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.cache_size = cache_size
+        self.on_record = on_record
         self.in_trial = False
         self._data: dict[str, Any] = {}
 
@@ -243,16 +254,20 @@ class TrialRunner:
             result = run_trial(trial, reporter, data=data)
         except Exception as exc:
             self.in_trial = False
-            store.write_trial_record(self.run_dir, trial_record(
+            self._write(trial_record(
                 trial, None, number=number, started_at=started,
                 error=f"{type(exc).__name__}: {exc}", series=getattr(reporter, "rows", None)))
             return None
         finally:
             self.in_trial = False
-        store.write_trial_record(self.run_dir, trial_record(
-            trial, result, number=number, started_at=started,
-            series=getattr(reporter, "rows", None)))
+        self._write(trial_record(trial, result, number=number, started_at=started,
+                                 series=getattr(reporter, "rows", None)))
         return result
+
+    def _write(self, record: dict[str, Any]) -> None:
+        store.write_trial_record(self.run_dir, record)
+        if self.on_record is not None:
+            self.on_record(record)
 
 
 # --------------------------------------------------------- TPE: one rule, every engine
