@@ -12,9 +12,9 @@ trials: process start-up, data building, the store, the journal, the live view,
 consolidation. A sweep of 5 trials gives the fixed part (start-up, data, tables), so
 that the cost that comes with each trial can be compared across sizes. Targets: at
 most 20 ms per trial, and, less the fixed part, the same at the largest size as at the
-smallest (within noise): constant, not growing. `--ray N` adds the Ray engine at N trials (one CPU per trial, as
-many at once as cores: its overhead per trial is against that of Optuna with as many
-workers, measured in the same run).
+smallest (within noise): constant, not growing. `--ray N` adds the Ray engine at N
+trials (one CPU per trial, as many at once as cores), against Optuna with as many
+workers in the same run, both as slot-seconds not spent in a trial, per trial.
 """
 
 from __future__ import annotations
