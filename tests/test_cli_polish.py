@@ -336,6 +336,32 @@ def test_plain_progress_counts_only_this_run_for_the_eta() -> None:
     assert lines[-1].endswith("elapsed 40s, ETA ~2m40s")  # 16 left at 4 per 40 s
 
 
+def test_the_live_table_kept_incrementally_equals_the_one_from_scratch() -> None:
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from adastudy.cli.progress import LiveTable, live_table
+
+    def text(table) -> str:
+        console = Console(width=100, record=True)
+        console.print(table)
+        return console.export_text()
+
+    study = SimpleNamespace(metric="verification_accuracy", direction="maximize")
+    records = [record("cosface", 16.0, 0.2, 0, 0.90), record("cosface", 32.0, 0.2, 0, 0.95),
+               record("cosface", 32.0, 0.2, 1, 0.99), record("adacos-fixed", None, None, 0,
+                                                            None, state="failed")]
+    board = LiveTable(study)
+    for shown in range(len(records) + 1):
+        status = SweepStatus(shown, 4, records[:shown], ["cosface|s=64"])
+        assert text(board(status)) == text(live_table(status, study)), shown
+    assert text(board(status)) == text(live_table(status, study))  # nothing counted twice
+    final = text(board(status))
+    assert "│ 32 │ 0.2 │     2 │ 0.9700 │" in final  # (0.95 + 0.99) / 2 over 2 seeds
+    assert "running: cosface|s=64" in final
+
+
 def test_the_terminal_bar_has_an_eta() -> None:
     from rich.progress import TimeRemainingColumn
 

@@ -30,7 +30,7 @@ from rich.table import Table
 from adastudy import __version__
 from adastudy.backends import ENGINES
 from adastudy.cli import style
-from adastudy.cli.progress import PlainProgress, duration, head_label, live_table, sweep_bar
+from adastudy.cli.progress import LiveTable, PlainProgress, duration, head_label, sweep_bar
 from adastudy.errors import AdastudyError, ParameterError
 from adastudy.theory import HEAD_NAMES
 
@@ -514,6 +514,7 @@ def sweep(
         terminal = sys.stderr.isatty()
         plain = None if terminal else PlainProgress(study.study.name)
         bar = sweep_bar(study.study.name)
+        table = LiveTable(study.study)
         task = bar.add_task("sweep", total=len(study.trials()))
         started: list[bool] = []
         view = (Live(bar, console=Console(stderr=True), transient=True, refresh_per_second=4)
@@ -527,7 +528,7 @@ def sweep(
                     started.append(True)
                     bar.reset(task, completed=status.finished, total=status.planned)
                 bar.update(task, completed=status.finished, total=status.planned)
-                live.update(Group(bar, live_table(status, study.study)))
+                live.update(Group(bar, table(status)))
 
             summary = run_sweep(study, spec_path, engine, out=out, progress=update)
     for problem in summary.problems:  # plain lines: rich would wrap long paths
