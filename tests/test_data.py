@@ -468,3 +468,27 @@ def test_unknown_dataset_is_a_data_error() -> None:
     spec = DataSpec.model_construct(**{**DataSpec().model_dump(), "name": "mnist"})
     with pytest.raises(DataError, match="data.name"):
         build_data(spec)
+
+
+def test_digits_read_without_importing_sklearn_equal_load_digits(monkeypatch):
+    """The bundled file read directly (no scikit-learn import: about a second per sweep
+    worker) gives exactly what `load_digits` gives, as does the fallback through it."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from adastudy.data import digits
+
+    bunch = load_digits()
+    reference = (np.asarray(bunch.images, dtype=np.float64) / 16.0).astype(np.float32)
+    for bundled in (digits._bundled_file, lambda: None):
+        monkeypatch.setattr(digits, "_bundled_file", bundled)
+        images, labels = digits._load()
+        assert images.dtype == np.float32 and labels.dtype == np.int64
+        assert np.array_equal(images, reference) and np.array_equal(labels, bunch.target)
+    code = ("import sys; from adastudy.data import digits; digits._load(); "
+            "print('sklearn' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

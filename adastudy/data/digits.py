@@ -16,6 +16,9 @@ identification gallery has one test image per class and no distractors).
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -32,17 +35,36 @@ VAL_SHARE = 0.15
 TEST_SHARE = 1.0 - TRAIN_SHARE - VAL_SHARE
 
 
+def _bundled_file() -> Path | None:
+    """scikit-learn's digits.csv.gz, found without importing scikit-learn (its import
+    costs about a second, in every worker process of a sweep)."""
+    found = importlib.util.find_spec("sklearn")
+    for folder in (found.submodule_search_locations or []) if found else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    return None
+
+
 def _load() -> tuple[np.ndarray, np.ndarray]:
-    """(images (1797, 8, 8) float32 in [0, 1], labels (1797,) int64)."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:  # pragma: no cover - scikit-learn is a dependency
-        raise DataError(
-            "data.name: 'digits' needs scikit-learn (pip install scikit-learn)"
-        ) from exc
-    bunch = load_digits()
-    images = (np.asarray(bunch.images, dtype=np.float64) / 16.0).astype(np.float32)
-    return images, np.asarray(bunch.target, dtype=np.int64)
+    """(images (1797, 8, 8) float32 in [0, 1], labels (1797,) int64): the file that
+    `sklearn.datasets.load_digits` reads (64 pixel values 0-16 and the label per row),
+    read the same way; through `load_digits` itself where the file is not found."""
+    path = _bundled_file()
+    if path is not None:
+        table = np.loadtxt(path, delimiter=",")
+        pixels, target = table[:, :-1], table[:, -1].astype(np.int64)
+    else:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as exc:  # pragma: no cover - scikit-learn is a dependency
+            raise DataError(
+                "data.name: 'digits' needs scikit-learn (pip install scikit-learn)"
+            ) from exc
+        bunch = load_digits()
+        pixels, target = bunch.data, bunch.target
+    images = (np.asarray(pixels, dtype=np.float64).reshape(-1, 8, 8) / 16.0).astype(np.float32)
+    return images, np.asarray(target, dtype=np.int64)
 
 
 def split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
