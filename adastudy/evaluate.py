@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from adastudy.data.base import normalize_images
 from adastudy.errors import ParameterError
 
 __all__ = [
@@ -447,8 +448,9 @@ def embed(
     """Embeddings (N, D) float32 on the CPU of `model` over `inputs` (N, ...), in eval mode.
 
     With flip=True (images (N, C, H, W)) each row is model(x) + model(x flipped along the
-    last axis), summed before any normalisation (insightface). Every module's train/eval
-    mode is restored afterwards.
+    last axis), summed before any normalisation (insightface). uint8 images (the face
+    readers' form) are normalised batch by batch, `(x / 255 - 0.5) / 0.5`. Every module's
+    train/eval mode is restored afterwards.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
         raise ParameterError(f"batch_size must be an integer; got {batch_size!r}")
@@ -474,6 +476,7 @@ def embed(
         with torch.no_grad():
             for start in range(0, data.shape[0], batch_size):
                 batch = data[start : start + batch_size].to(target, non_blocking=True)
+                batch = normalize_images(batch)  # uint8 face images, as readers give them
                 out = model(batch)
                 if flip:
                     out = out + model(torch.flip(batch, dims=[-1]))

@@ -18,11 +18,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from adastudy.errors import AdastudyError, ParameterError
 from adastudy.theory import HEAD_DEFAULTS, HEAD_NAMES, check_head_params
@@ -36,8 +46,18 @@ __all__ = [
     "MAIN_VARIANT",
     "METRIC_CHANCE",
     "STUDY_METRICS",
+    "DATASETS",
+    "EMBEDDED_ONLY_METRICS",
+    "FILE_DATASETS",
+    "SET_METRIC_PREFIX",
     "ClaimsSection",
+    "DataSection",
     "DataSpec",
+    "DigitsData",
+    "EvalSet",
+    "FolderData",
+    "RecordIOData",
+    "SyntheticData",
     "HeadGrid",
     "Range",
     "ModelSpec",
@@ -62,10 +82,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-class DataSpec(_Section):
-    """`[data]`: which embedded dataset, and its knobs."""
+class SyntheticData(_Section):
+    """`[data] name = "synthetic"`: seeded identities, open set, as features or images."""
 
-    name: Literal["synthetic", "digits"] = "synthetic"
+    name: Literal["synthetic"] = "synthetic"
     #: "features" (vectors; an MLP trains in seconds) or "images" (needs a CNN).
     form: Literal["features", "images"] = "features"
     #: Training identities (classes), 10 … 100,000 (synthetic).
@@ -88,6 +108,101 @@ class DataSpec(_Section):
     distractors: int = Field(1000, ge=0, le=1_000_000)
     #: Seed of the dataset; the same for every trial of a study (trials vary `seed`).
     seed: int = Field(0, ge=0)
+
+
+class DigitsData(_Section):
+    """`[data] name = "digits"`: scikit-learn's bundled 8x8 digits, closed set (10 classes)."""
+
+    name: Literal["digits"] = "digits"
+    form: Literal["features", "images"] = "features"
+    val_pairs: int = Field(600, ge=20, le=1_000_000, multiple_of=20)
+    test_pairs: int = Field(6000, ge=20, le=1_000_000, multiple_of=20)
+    #: Seed of the stratified split and of the pairs.
+    seed: int = Field(0, ge=0)
+
+
+class _FaceFiles(_Section):
+    """Aligned face images on disk, read by a DataLoader (see `adastudy.data.faces`)."""
+
+    #: The data on disk. A relative path in a spec file is relative to that file's folder.
+    path: str = Field(min_length=1)
+    #: Side of the square images a model sees, in pixels; images of another size are
+    #: resized (insightface's sets are aligned at 112 × 112).
+    image_size: int = Field(112, ge=8, le=512)
+    #: DataLoader worker processes that decode the images; None: from the cores
+    #: (`adastudy.data.faces.default_workers`), 0: decode in the trial's process.
+    workers: int | None = Field(None, ge=0, le=64)
+    #: Random horizontal flip of training images (a face's mirror is the same identity).
+    flip: bool = True
+    #: Corrupt training samples skipped before the trial fails; None: 0.1 % of them.
+    max_corrupt: int | None = Field(None, ge=0)
+    #: `study.selection = "holdout"`: identities held out of training, whose images
+    #: give the validation pairs (they are never trained on).
+    val_identities: int = Field(50, ge=2, le=1_000_000)
+    val_pairs: int = Field(600, ge=20, le=1_000_000, multiple_of=20)
+    #: Seed of the held-out identities and their pairs.
+    seed: int = Field(0, ge=0)
+
+
+class RecordIOData(_FaceFiles):
+    """`[data] name = "recordio"`: insightface's `train.rec` + `train.idx` (`path`: the
+    .rec, or the folder holding train.rec)."""
+
+    name: Literal["recordio"] = "recordio"
+
+
+class FolderData(_FaceFiles):
+    """`[data] name = "folder"`: one sub-folder of images per identity (`path`: the root)."""
+
+    name: Literal["folder"] = "folder"
+
+
+#: The training data sets, by `[data] name`: each takes only its own keys.
+DATASETS: dict[str, type[_Section]] = {
+    "synthetic": SyntheticData, "digits": DigitsData,
+    "recordio": RecordIOData, "folder": FolderData,
+}
+#: Datasets read from the user's files (the others are built in memory).
+FILE_DATASETS = ("recordio", "folder")
+
+
+def _dataset_name(value: Any) -> str:
+    """The discriminator of `[data]`: its `name`, "synthetic" when left out."""
+    if isinstance(value, dict):
+        return value.get("name", "synthetic")
+    return getattr(value, "name", "synthetic")
+
+
+DataSection = Annotated[
+    Annotated[SyntheticData, Tag("synthetic")]
+    | Annotated[DigitsData, Tag("digits")]
+    | Annotated[RecordIOData, Tag("recordio")]
+    | Annotated[FolderData, Tag("folder")],
+    Discriminator(_dataset_name),
+]
+_DATA_ADAPTER: TypeAdapter[Any] = TypeAdapter(DataSection)
+
+#: Keys of `[data]` before it became one table per dataset, with their defaults: the
+#: digest of an embedded dataset's spec is taken over these, so it did not change.
+_LEGACY_DATA = SyntheticData().model_dump(mode="json")
+
+
+def DataSpec(**values: Any) -> Any:  # noqa: N802 - it was a class, and callers build it so
+    """`[data]` from keyword arguments: the section of the dataset `name` (default
+    "synthetic"), e.g. `DataSpec(name="digits", seed=1)`. Raises pydantic's
+    `ValidationError` for a key that dataset does not take."""
+    return _DATA_ADAPTER.validate_python(values)
+
+
+class EvalSet(_Section):
+    """`[eval.<name>]`: a verification set scored at the end of every trial, e.g.
+    `[eval.lfw] path = "lfw.bin"`: an insightface `.bin`, or an LFW `pairs.txt` over the
+    image folder `images` (default: the folder holding the pairs file). A relative path
+    in a spec file is relative to that file's folder. Loading a `.bin` unpickles it,
+    which runs code: name only files you trust."""
+
+    path: str = Field(min_length=1)
+    images: str | None = Field(None, min_length=1)
 
 
 class ModelSpec(_Section):
@@ -171,6 +286,11 @@ STUDY_METRICS = (
 )
 
 
+#: The final metric of the `[eval.<name>]` set `name` is this prefix + name (and + "_std").
+SET_METRIC_PREFIX = "verification_accuracy_"
+#: Final metrics that only the embedded datasets have (impostor and identification sets).
+EMBEDDED_ONLY_METRICS = ("rank1", "tar_at_far_1e-02", "tar_at_far_1e-03")
+
 #: What each final metric scores by chance: verification accuracy guesses half the pairs
 #: right; rank-1 identification and TAR at a small FAR find nothing. A run that diverged
 #: or failed enters the claims with this value (it is no better than a guess).
@@ -199,6 +319,12 @@ class StudySection(_Section):
     seeds: tuple[int, ...] = (0,)
     metric: str = "verification_accuracy"
     direction: Literal["maximize", "minimize"] = "maximize"
+    #: Where the validation accuracy (pruning, the TPE search's score when it ranks by
+    #: val_accuracy, the curves) comes from; never a test set. "auto": the embedded
+    #: datasets' own validation pairs, "holdout" for data on disk. "holdout": pairs over
+    #: `data.val_identities` identities held out of training. Or the name of an
+    #: `[eval.<name>]` set, which then serves validation only and is not a test set.
+    selection: str = Field("auto", min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> StudySection:
@@ -206,9 +332,9 @@ class StudySection(_Section):
             raise ValueError("seeds: must be a non-empty list of integers >= 0")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: must not repeat, got {list(self.seeds)}")
-        if self.metric not in STUDY_METRICS:
-            raise ValueError(f"metric: must be one of {', '.join(STUDY_METRICS)}, "
-                             f"got {self.metric!r}")
+        if self.metric not in STUDY_METRICS and not self.metric.startswith(SET_METRIC_PREFIX):
+            raise ValueError(f"metric: must be one of {', '.join(STUDY_METRICS)} or "
+                             f"{SET_METRIC_PREFIX}<eval set>, got {self.metric!r}")
         return self
 
 
@@ -296,6 +422,7 @@ class Variant(_Section):
 #: Keys added after specs were first written, with their defaults: a spec that leaves
 #: them at the default keeps the digest it had before they existed.
 _LATER_KEYS: dict[tuple[str, str], Any] = {
+    ("study", "selection"): "auto",
     ("model", "embedding_norm"): "batchnorm",
     ("train", "adacos_scale_max"): None,
     ("train", "stability_stop_windows"): None,
@@ -308,11 +435,13 @@ class StudySpec(_Section):
     study: StudySection = StudySection()
     heads: dict[str, HeadGrid] = {}
     search: SearchSpec = SearchSpec()
-    data: DataSpec = DataSpec()
+    data: DataSection = SyntheticData()
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     variants: dict[str, Variant] = {}
     claims: ClaimsSection = ClaimsSection()
+    #: Verification sets scored at the end of every trial, by name (`[eval.<name>]`).
+    eval: dict[str, EvalSet] = {}
 
     @model_validator(mode="after")
     def _check_heads(self) -> StudySpec:
@@ -391,7 +520,47 @@ class StudySpec(_Section):
                     "trial records when θ_med first falls below it")
         return self
 
-    def variant_sections(self, name: str) -> tuple[DataSpec, ModelSpec, TrainSpec]:
+    @model_validator(mode="after")
+    def _check_eval(self) -> StudySpec:
+        import re
+
+        for name in self.eval:
+            if not re.match(r"^[A-Za-z0-9_-]+$", name) or len(name) > 40 or name == "std":
+                raise ValueError(f"eval.{name}: a set's name is 1-40 letters, digits, '_' "
+                                 "or '-' (and not 'std'); it names the metric "
+                                 f"{SET_METRIC_PREFIX}<name>")
+        selection = self.study.selection
+        if selection not in ("auto", "holdout", *self.eval):
+            sets = ", ".join(repr(n) for n in self.eval)
+            raise ValueError(f"study.selection: must be 'auto', 'holdout' or the name of an "
+                             f"[eval.<name>] set{f' ({sets})' if sets else ''}, "
+                             f"got {selection!r}")
+        tests = [n for n in self.eval if n != selection]
+        metric = self.study.metric
+        if metric.startswith(SET_METRIC_PREFIX) and metric.removeprefix(
+                SET_METRIC_PREFIX) not in tests:
+            raise ValueError(f"study.metric: {metric!r} names no test set; the [eval] test "
+                             f"sets are {', '.join(tests) or 'none'}")
+        for variant in self.variant_names():
+            data = self.variant_sections(variant)[0]
+            where = "data" if variant == MAIN_VARIANT else f"variants.{variant}.data"
+            on_disk = data.name in FILE_DATASETS
+            if self.eval and not on_disk:
+                raise ValueError(
+                    f"eval.{next(iter(self.eval))}: verification sets on disk need face "
+                    f"images on disk to train on ({where}.name = 'recordio' or 'folder'); "
+                    f"{data.name!r} builds its own test pairs")
+            if on_disk and not tests:
+                raise ValueError(
+                    f"{where}.name: {data.name!r} needs an [eval.<name>] verification set "
+                    "to test on besides the selection's, e.g. [eval.lfw] path = \"lfw.bin\"")
+            if on_disk and metric in EMBEDDED_ONLY_METRICS:
+                raise ValueError(f"study.metric: {metric!r} needs the impostor and "
+                                 "identification sets that only the embedded datasets "
+                                 f"build; {where}.name is {data.name!r}")
+        return self
+
+    def variant_sections(self, name: str) -> tuple[Any, ModelSpec, TrainSpec]:
         """The data, model and train sections of variant `name` (MAIN_VARIANT: the main
         sections; others: the main sections with the variant's overrides). Raises
         ValueError naming the key."""
@@ -400,9 +569,16 @@ class StudySpec(_Section):
         variant = self.variants[name]
         sections = []
         for key, base in (("data", self.data), ("model", self.model), ("train", self.train)):
-            merged = {**base.model_dump(), **getattr(variant, key)}
+            given = getattr(variant, key)
+            if key == "data" and given.get("name", base.name) != base.name:
+                merged = dict(given)  # another dataset: none of the main one's keys apply
+            else:
+                merged = {**base.model_dump(), **given}
             try:
-                sections.append(type(base).model_validate(merged))
+                if key == "data":
+                    sections.append(_DATA_ADAPTER.validate_python(merged))
+                else:
+                    sections.append(type(base).model_validate(merged))
             except ValidationError as exc:
                 where_and_message = _one_line(exc.errors()[0], "", type(base)).removeprefix(
                     ": ")
@@ -417,6 +593,11 @@ class StudySpec(_Section):
     def digest(self) -> str:
         """SHA-256 of the spec's canonical JSON: equal specs, equal digests."""
         dumped = self.model_dump(mode="json")
+        if dumped["data"]["name"] in ("synthetic", "digits"):
+            # Both had every key of the one [data] table they shared before.
+            dumped["data"] = {**_LEGACY_DATA, **dumped["data"]}
+        if not self.eval:  # specs written before [eval] keep their digest
+            del dumped["eval"]
         if not self.variants:  # specs written before variants existed keep their digest
             del dumped["variants"]
         if self.claims == ClaimsSection():  # so do specs written before [claims]
@@ -442,7 +623,9 @@ class StudySpec(_Section):
         data, model, train = self.variant_sections(variant)
         return parse({"data": data.model_dump(), "model": model.model_dump(),
                       "train": train.model_dump(), "head": head, "s": s, "m": m,
-                      "seed": seed, "variant": variant}, "<trial>", TrialSpec)
+                      "seed": seed, "variant": variant,
+                      "eval": {k: v.model_dump() for k, v in self.eval.items()},
+                      "selection": self.study.selection}, "<trial>", TrialSpec)
 
     def searched_heads(self) -> list[str]:
         """Heads that the TPE search samples (those with a range), in the spec's order."""
@@ -471,6 +654,7 @@ class StudySpec(_Section):
                             out.append(TrialSpec(
                                 data=data, model=model, train=train,
                                 head=name, s=s, m=m, seed=seed, variant=variant,
+                                eval=self.eval, selection=self.study.selection,
                             ))
         return out
 
@@ -478,9 +662,13 @@ class StudySpec(_Section):
 class TrialSpec(_Section):
     """One trial: a study spec plus one head, one (s, m) and one seed."""
 
-    data: DataSpec = DataSpec()
+    data: DataSection = SyntheticData()
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
+    #: The study's verification sets (`[eval.<name>]`) and where validation comes from
+    #: (`[study] selection`).
+    eval: dict[str, EvalSet] = {}
+    selection: str = "auto"
     head: str = "adacos-dynamic"
     #: None: the head's default (or none, for AdaCos and softmax).
     s: float | None = None
@@ -493,6 +681,19 @@ class TrialSpec(_Section):
     def head_params(self) -> dict[str, float]:
         """The keyword arguments for `build_head` (only those given)."""
         return {k: v for k, v in (("s", self.s), ("m", self.m)) if v is not None}
+
+    def validation_source(self) -> str:
+        """Where validation comes from: "data" (an embedded dataset's own pairs),
+        "holdout", or the name of the `[eval]` set that serves it."""
+        if self.selection == "auto":
+            return "holdout" if self.data.name in FILE_DATASETS else "data"
+        if self.selection == "holdout" and self.data.name not in FILE_DATASETS:
+            return "data"  # an embedded dataset's validation pairs are held out already
+        return self.selection
+
+    def test_sets(self) -> list[str]:
+        """The `[eval]` sets scored at the end as test sets (the selection's set is not)."""
+        return [name for name in self.eval if name != self.selection]
 
 
 # -- reading and error messages ---------------------------------------------------------
@@ -534,6 +735,8 @@ def _keys_at(model: Any, path: list[str]) -> list[str]:
     import typing
 
     def models(annotation: Any) -> list[type[BaseModel]]:
+        if typing.get_origin(annotation) is typing.Annotated:
+            return models(typing.get_args(annotation)[0])
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             return [annotation]
         if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -541,6 +744,8 @@ def _keys_at(model: Any, path: list[str]) -> list[str]:
         return []
 
     def step(annotation: Any, part: str) -> list[Any]:
+        if typing.get_origin(annotation) is typing.Annotated:
+            return step(typing.get_args(annotation)[0], part)
         if typing.get_origin(annotation) is dict:  # the part names an entry
             return [typing.get_args(annotation)[1]]
         if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -566,11 +771,20 @@ def _did_you_mean(key: str, known: list[str]) -> str:
 
 def _one_line(error: dict[str, Any], source: str, model: Any = None) -> str:
     # A union's errors name the member tried (`tuple[float, ...]`, `Range`): not a key.
-    parts = [str(p) for p in error["loc"] if not (isinstance(p, str) and (
+    raw = list(error["loc"])
+    # A [data] table's errors name its dataset's member (the tag) after "data".
+    # (first, when a [data] table is validated alone, as a variant's is).
+    raw = [p for i, p in enumerate(raw) if not (p in DATASETS and (
+        (i > 0 and raw[i - 1] == "data") or (i == 0 and len(raw) > 1)))]
+    parts = [str(p) for p in raw if not (isinstance(p, str) and (
         "[" in p or p == "Range"))]
     loc = ".".join(parts)
     kind = error["type"]
     ctx = error.get("ctx") or {}
+    if kind == "union_tag_invalid":
+        name = loc + ".name" if loc else "name"
+        return (f"{source}: {name}: must be one of "
+                f"{', '.join(repr(n) for n in DATASETS)}, got {_format_value(ctx.get('tag'))}")
     if kind == "literal_error":
         message = f"must be one of {ctx.get('expected', '')}"
     elif kind == "value_error":
@@ -624,4 +838,26 @@ def load(path: str | Path) -> StudySpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: invalid TOML: {exc}") from None
+    _resolve_paths(data, path.parent)
     return parse(data, str(path))
+
+
+def _resolve_paths(data: dict[str, Any], folder: Path) -> None:
+    """Make the data paths of a spec file's tables absolute, relative to its folder,
+    so a sweep finds them from any working directory (Ray's workers run elsewhere)."""
+    def resolve(table: Any, key: str) -> None:
+        if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
+            given = Path(table[key]).expanduser()
+            if not given.is_absolute():
+                table[key] = os.path.normpath(folder.absolute() / given)
+            else:
+                table[key] = str(given)
+
+    resolve(data.get("data"), "path")
+    for table in (data.get("eval") or {}).values() if isinstance(data.get("eval"), dict) else ():
+        resolve(table, "path")
+        resolve(table, "images")
+    variants = data.get("variants")
+    for variant in variants.values() if isinstance(variants, dict) else ():
+        if isinstance(variant, dict):
+            resolve(variant.get("data"), "path")

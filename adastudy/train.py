@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adastudy import evaluate
-from adastudy.data import PairSet, TrialData, build_data
+from adastudy.data import PairSet, TrialData, build_trial_data
 from adastudy.errors import ParameterError
 from adastudy.heads import STATISTICS, build_head, check_head_params
 from adastudy.models import build_backbone
-from adastudy.spec import TrainSpec, TrialSpec
+from adastudy.spec import SET_METRIC_PREFIX, TrainSpec, TrialSpec
 
 __all__ = [
     "TRAIN_METRICS",
@@ -100,6 +100,8 @@ class TrialResult:
     #: Steps at which `train.adacos_scale_max` bound the dynamic scale, and the first.
     scale_clamped_steps: int = 0
     scale_clamped_first_step: int | None = None
+    #: The training classes C of the data (from its source).
+    num_classes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,21 +195,127 @@ def _validation_accuracy(model: nn.Module, data: TrialData, flip: bool) -> float
 
 
 def _final_metrics(model: nn.Module, data: TrialData, flip: bool) -> dict[str, float]:
+    """The test metrics: every `[eval]` set's accuracy and their mean (data on disk), or
+    the embedded dataset's verification, TAR@FAR and rank-1."""
     cache: dict[int, Tensor] = {}
+    if data.eval_sets:
+        metrics: dict[str, float] = {}
+        for name, pairs in data.eval_sets.items():
+            e1, e2 = _pair_embeddings(model, pairs, flip, cache)
+            mean, std = evaluate.verification_accuracy(e1, e2, pairs.issame)
+            metrics[f"{SET_METRIC_PREFIX}{name}"] = mean
+            metrics[f"{SET_METRIC_PREFIX}{name}_std"] = std
+        accuracies = [metrics[f"{SET_METRIC_PREFIX}{name}"] for name in data.eval_sets]
+        # The "AVG" column of face papers; its std would mix sets, so there is none
+        # unless there is one set.
+        metrics["verification_accuracy"] = math.fsum(accuracies) / len(accuracies)
+        if len(accuracies) == 1:
+            metrics["verification_accuracy_std"] = metrics[
+                f"{SET_METRIC_PREFIX}{next(iter(data.eval_sets))}_std"]
+        return metrics
+    if data.test is None:
+        return {}
     e1, e2 = _pair_embeddings(model, data.test, flip, cache)
     mean, std = evaluate.verification_accuracy(e1, e2, data.test.issame)
     metrics = {"verification_accuracy": mean, "verification_accuracy_std": std}
-    i1, i2 = _pair_embeddings(model, data.impostor, flip, cache)
-    scores = evaluate.pair_scores(i1, i2)
-    impostors = int((~data.impostor.issame).sum())
-    for far in evaluate.measurable_fars(impostors, FINAL_FARS):
-        metrics[f"tar_at_far_{far:.0e}"] = evaluate.tar_at_far(scores, data.impostor.issame, far)
+    if data.impostor is not None:
+        i1, i2 = _pair_embeddings(model, data.impostor, flip, cache)
+        scores = evaluate.pair_scores(i1, i2)
+        impostors = int((~data.impostor.issame).sum())
+        for far in evaluate.measurable_fars(impostors, FINAL_FARS):
+            metrics[f"tar_at_far_{far:.0e}"] = evaluate.tar_at_far(
+                scores, data.impostor.issame, far)
     ident = data.identification
-    metrics["rank1"] = evaluate.rank1_identification(
-        evaluate.embed(model, ident.probes, flip=flip), ident.probe_labels,
-        evaluate.embed(model, ident.gallery, flip=flip), ident.gallery_labels,
-    )
+    if ident is not None:
+        metrics["rank1"] = evaluate.rank1_identification(
+            evaluate.embed(model, ident.probes, flip=flip), ident.probe_labels,
+            evaluate.embed(model, ident.gallery, flip=flip), ident.gallery_labels,
+        )
     return metrics
+
+
+#: What each step writes into its log-window row, on the device.
+_COLUMNS = ("loss", *STATISTICS, "train_accuracy")
+
+
+class _LogWindow:
+    """The steps of one log window, written on the device (one row per step: loss, the
+    head's statistics, correct predictions) and read by the host once per window.
+
+    `close(step)` is the one host sync: it checks each step for divergence, notes the
+    first steps below the θ_med levels and the scale clamps, and returns the window's
+    means (or None when the window was empty). After a divergence, `diverged_step`,
+    `diverged_reason` and `diverged_by` say where, why and how it was found.
+    """
+
+    def __init__(self, train: TrainSpec, guards: _ScaleGuards, device: torch.device) -> None:
+        self.rows = torch.empty(train.log_every, len(_COLUMNS), device=device)
+        self.levels_deg = train.theta_levels_deg
+        self.first_below: dict[str, int | None] = {f"{d:g}": None for d in self.levels_deg}
+        self.guards = guards
+        self.steps = 0  # steps in the current window
+        self.sizes: list[int] = []  # their batches' samples (a batch may lose corrupt ones)
+        self.started = time.perf_counter()
+        self.train_time_s = 0.0
+        self.last: dict[str, float] = {}
+        self.diverged_step: int | None = None
+        self.diverged_reason: str | None = None
+        self.diverged_by: str | None = None
+
+    def row(self) -> Tensor:
+        """The row of the next step (the step writes it, then calls `add`)."""
+        return self.rows[self.steps]
+
+    def add(self, samples: int) -> None:
+        self.steps += 1
+        self.sizes.append(samples)
+
+    def full(self) -> bool:
+        return self.steps == self.rows.shape[0]
+
+    def close(self, step: int, lr: float) -> dict[str, float] | None:
+        """Read the window that ended at `step`; its means, or None when it was empty."""
+        if not self.steps:
+            return None
+        values = self.rows[: self.steps].tolist()
+        elapsed = time.perf_counter() - self.started
+        self.train_time_s += elapsed
+        first_step = step - self.steps + 1
+        s_at = 1 + STATISTICS.index("s")
+        theta_at = 1 + STATISTICS.index("theta_med_rad")
+        for offset, row in enumerate(values):
+            loss_value, scale = row[0], row[s_at]
+            theta_med_deg = math.degrees(row[theta_at])
+            for level in self.levels_deg:
+                if self.first_below[f"{level:g}"] is None and theta_med_deg < level:
+                    self.first_below[f"{level:g}"] = first_step + offset
+            self.guards.count(first_step + offset, scale)
+            reason = None
+            if not math.isfinite(loss_value):
+                reason = "loss is not finite"
+            elif not math.isfinite(scale) or scale > MAX_SCALE:
+                reason = f"scale s is not finite or > {MAX_SCALE:g} (s = {scale:g})"
+            if reason is not None:
+                self.diverged_step, self.diverged_reason = first_step + offset, reason
+                self.diverged_by = "observed"
+                values = values[: offset + 1]
+                break
+        columns = dict(zip(_COLUMNS, zip(*values, strict=True), strict=True))
+        means = {k: math.fsum(c) / len(values) for k, c in columns.items()}
+        # The rows hold the number of correct samples; the batches' sizes are known on
+        # the host (up to the diverged step, when there was one).
+        means["train_accuracy"] = math.fsum(columns["train_accuracy"]) / sum(
+            self.sizes[: len(values)])
+        means["lr"] = lr
+        means["samples_per_s"] = sum(self.sizes) / elapsed if elapsed > 0 else math.nan
+        self.last = means
+        self.steps = 0
+        self.sizes = []
+        self.started = time.perf_counter()
+        if self.diverged_step is None and (stop := self.guards.stop_reason(means)) is not None:
+            self.diverged_step, self.diverged_reason = step, stop
+            self.diverged_by = "stability guard"
+        return means
 
 
 def run_trial(
@@ -232,28 +340,23 @@ def run_trial(
     train = spec.train
     device = choose_device(train.device)
     started = time.perf_counter()
-    data = data if data is not None else build_data(spec.data)
+    data = data if data is not None else build_trial_data(spec)
+    source = data.source
 
+    # -- set-up: model, head, optimiser, schedule, precision ----------------------------
     torch.manual_seed(spec.seed)  # model and head initialisation, dropout
-    model = build_backbone(spec.model, data.input_shape).to(device)
+    model = build_backbone(spec.model, source.input_shape).to(device)
     head = build_head(
-        spec.head, data.num_classes, spec.model.embedding_dim, **spec.head_params()
+        spec.head, source.num_classes, spec.model.embedding_dim, **spec.head_params()
     ).to(device)
     guards = _ScaleGuards(train, head)
     params = [*model.parameters(), *head.parameters()]
     optimizer = make_optimizer(params, train)
-
-    inputs = data.train_inputs.to(device)
-    labels = data.train_labels.to(device)
-    n = len(labels)
-    batch = min(train.batch_size, n)
-    steps_per_epoch = n // batch  # the last partial batch is dropped (BatchNorm needs > 1)
+    steps_per_epoch = source.steps_per_epoch(train.batch_size)
     total_steps = train.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, steps_per_epoch, train)
     )
-    shuffle = torch.Generator().manual_seed(spec.seed)
-
     use_amp = train.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     # On the CPU (or without amp) neither context nor scaler: each costs a step some µs.
@@ -263,76 +366,29 @@ def run_trial(
     )
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
     flip = train.flip_eval and data.flippable
+    window = _LogWindow(train, guards, device)
 
-    # One row per step of the current log window, written on the device and read by
-    # the host once per window: loss, the head's statistics, correct predictions.
-    columns = ("loss", *STATISTICS, "train_accuracy")
-    rows = torch.empty(train.log_every, len(columns), device=device)
-    levels_deg = train.theta_levels_deg
-    first_below: dict[str, int | None] = {f"{d:g}": None for d in levels_deg}
-
-    state = "complete"
-    step = 0
-    window_steps = 0
-    window_start = time.perf_counter()
-    train_time_s = 0.0
-    last: dict[str, float] = {}
-    val_accuracy = float("nan")
-    diverged_step: int | None = None
-    diverged_reason: str | None = None
-    diverged_by: str | None = None
-
-    def flush() -> bool:
-        """Read the window (the one host sync), report its means; False when diverged."""
-        nonlocal window_steps, window_start, train_time_s, last, diverged_step, diverged_reason
-        nonlocal diverged_by
-        values = rows[:window_steps].tolist()
-        now = time.perf_counter()
-        elapsed = now - window_start
-        train_time_s += elapsed
-        first_step = step - window_steps + 1
-        for offset, row in enumerate(values):
-            loss_value, scale = row[0], row[1 + STATISTICS.index("s")]
-            theta_med_deg = math.degrees(row[1 + STATISTICS.index("theta_med_rad")])
-            for level in levels_deg:
-                if first_below[f"{level:g}"] is None and theta_med_deg < level:
-                    first_below[f"{level:g}"] = first_step + offset
-            guards.count(first_step + offset, scale)
-            reason = None
-            if not math.isfinite(loss_value):
-                reason = "loss is not finite"
-            elif not math.isfinite(scale) or scale > MAX_SCALE:
-                reason = f"scale s is not finite or > {MAX_SCALE:g} (s = {scale:g})"
-            if reason is not None:
-                diverged_step, diverged_reason = first_step + offset, reason
-                diverged_by = "observed"
-                values = values[: offset + 1]
-                break
-        per_column = zip(*values, strict=True)
-        means = {k: math.fsum(c) / len(values) for k, c in zip(columns, per_column, strict=True)}
-        means["train_accuracy"] /= batch  # the rows hold the number of correct samples
-        means["lr"] = scheduler.get_last_lr()[0]
-        means["samples_per_s"] = window_steps * batch / elapsed if elapsed > 0 else math.nan
-        last = means
-        window_steps = 0
-        window_start = time.perf_counter()
-        if diverged_step is None and (stop := guards.stop_reason(means)) is not None:
-            diverged_step, diverged_reason, diverged_by = step, stop, "stability guard"
-        if diverged_step is not None:
-            reporter.report(diverged_step, means)
+    def report(step: int) -> bool:
+        """Close the window and report its means; False when the trial diverged."""
+        means = window.close(step, scheduler.get_last_lr()[0])
+        if means is None:
+            return True
+        if window.diverged_step is not None:
+            reporter.report(window.diverged_step, means)
             return False
         reporter.report(step, means)
         if progress is not None:
             progress(step, total_steps)
         return True
 
+    # -- the epochs ---------------------------------------------------------------------
+    state = "complete"
+    step = 0
+    val_accuracy = float("nan")
     model.train()
     head.train()
     for epoch in range(train.epochs):
-        order = torch.randperm(n, generator=shuffle).to(device)
-        for b in range(steps_per_epoch):
-            index = order[b * batch : (b + 1) * batch]
-            x, y = inputs[index], labels[index]
+        for x, y in source.batches(train.batch_size, spec.seed, epoch, device):
             with autocast():
                 embeddings = model(x)
             logits = head(embeddings, y)  # the head runs its math in float32
@@ -349,15 +405,15 @@ def run_trial(
             with torch.no_grad():
                 correct = torch.eq(logits.argmax(dim=1), y).sum()
                 torch.cat([loss.detach().view(1), head.statistics_vector, correct.view(1)],
-                          out=rows[window_steps])
+                          out=window.row())
             step += 1
-            window_steps += 1
-            if window_steps == train.log_every and not flush():
+            window.add(y.shape[0])
+            if window.full() and not report(step):
                 state = "diverged"
                 break
         if state == "diverged":
             break
-        if window_steps and not flush():
+        if not report(step):
             state = "diverged"
             break
         last_epoch = epoch + 1 == train.epochs
@@ -369,11 +425,17 @@ def run_trial(
                 state = "pruned"
                 break
 
-    metrics = {f"final_{k}": v for k, v in last.items() if k not in ("lr", "samples_per_s")}
+    # -- the final evaluation -----------------------------------------------------------
+    skip = ("lr", "samples_per_s")
+    metrics = {f"final_{k}": v for k, v in window.last.items() if k not in skip}
     metrics["val_accuracy"] = val_accuracy
     if state == "complete":
         metrics.update(_final_metrics(model, data, flip))
+    if data.files is not None:
+        metrics["corrupt_samples"] = float(source.corrupt)
     hyper = check_head_params(spec.head, **spec.head_params())
+    train_time_s = window.train_time_s
+    batch = min(train.batch_size, len(source))
     return TrialResult(
         head=spec.head,
         s=hyper.get("s"),
@@ -386,10 +448,11 @@ def run_trial(
         train_time_s=train_time_s,
         samples_per_s=step * batch / train_time_s if train_time_s > 0 else float("nan"),
         metrics=metrics,
-        steps_to_theta_med=first_below,
-        diverged_step=diverged_step,
-        diverged_reason=diverged_reason,
-        diverged_by=diverged_by,
+        steps_to_theta_med=window.first_below,
+        diverged_step=window.diverged_step,
+        diverged_reason=window.diverged_reason,
+        diverged_by=window.diverged_by,
         scale_clamped_steps=guards.clamped_steps,
         scale_clamped_first_step=guards.first_clamped_step,
+        num_classes=source.num_classes,
     )

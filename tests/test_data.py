@@ -20,7 +20,7 @@ from adastudy.data import (
 )
 from adastudy.data.seeding import numpy_rng, torch_generator
 from adastudy.errors import AdastudyError
-from adastudy.spec import DataSpec
+from adastudy.spec import DataSpec, SyntheticData
 
 SMALL_IMAGES = DataSpec(form="images", image_size=16, distractors=50, test_pairs=600)
 
@@ -465,7 +465,7 @@ def test_identification_split_puts_one_of_each_label_in_the_gallery() -> None:
 
 
 def test_unknown_dataset_is_a_data_error() -> None:
-    spec = DataSpec.model_construct(**{**DataSpec().model_dump(), "name": "mnist"})
+    spec = SyntheticData.model_construct(**{**DataSpec().model_dump(), "name": "mnist"})
     with pytest.raises(DataError, match="data.name"):
         build_data(spec)
 

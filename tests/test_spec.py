@@ -52,8 +52,8 @@ def test_digest_is_stable_and_changes_with_the_spec(tmp_path):
         ("[train]\nlr = -1\n", "x.toml: train.lr: must be > 0, got -1"),
         ("[train]\nlrr = 0.1\n", "x.toml: train.lrr: unknown key; did you mean lr?"),
         ("[trian]\nlr = 0.1\n", "x.toml: trian: unknown key; did you mean train?"),
-        ("[data]\nname = 'mnist'\n", "x.toml: data.name: must be one of 'synthetic' or 'digits', "
-                                     "got 'mnist'"),
+        ("[data]\nname = 'mnist'\n", "x.toml: data.name: must be one of 'synthetic', 'digits', "
+                                     "'recordio', 'folder', got 'mnist'"),
         ("[data]\nidentities = 5\n", "x.toml: data.identities: must be >= 10, got 5"),
         ("[data]\ntest_pairs = 6001\n", "x.toml: data.test_pairs: must be a multiple of 20, "
                                         "got 6001"),
@@ -111,7 +111,7 @@ def test_the_documented_trial_spec_lists_exactly_the_defaults():
     import re
 
     commented = set(re.findall(r"^# ([a-z_]+) = ", text, re.M))
-    for section, model in (("data", specs.DataSpec), ("model", specs.ModelSpec),
+    for section, model in (("data", specs.SyntheticData), ("model", specs.ModelSpec),
                            ("train", specs.TrainSpec)):
         unset = {k for k, f in model.model_fields.items() if f.default is None}
         assert set(listed[section]) == set(model.model_fields) - unset, section
@@ -165,6 +165,30 @@ def test_variants_run_the_chosen_heads_again_on_their_own_data(tmp_path):
     assert by_variant["main"][0].data == study.data
 
 
+#: Digests taken with the code before [data] became one table per dataset and [eval]
+#: and study.selection existed: a run folder made then must still be recognised.
+PINNED_DIGESTS = {
+    "claims-cpu.toml": "90e095749ee5008401951465854a64c1e35577ed1ca1a56c8ad9c0fc8b2b5203",
+    "quick.toml": "026b5277ea1bdc78a7f57704d811bb2692ae387bbecd6ebb19ef1618853d5c1e",
+    "stability.toml": "115c989168733032a829df4a6d4cb3a868b4c237704ec8baa1bcef54d5d3ffa2",
+    "trial.toml": "f946e9b7cc43f24c335d65422505f9d17d32799cb3487e87359639b8f04c71ce",
+}
+
+
+def test_specs_keep_the_digest_they_had():
+    from pathlib import Path
+
+    studies = Path(__file__).resolve().parents[1] / "studies"
+    for name, digest in PINNED_DIGESTS.items():
+        assert specs.load(studies / name).digest() == digest, name
+    digits = {"data": {"name": "digits", "form": "images", "seed": 2}, "train": {"epochs": 2}}
+    assert specs.parse(digits).digest() == (
+        "581ed0688a1a9459011b4913c4ca7c13a1bc283cf126eb6de1e67f61f764469f")
+    variant = {"data": {"identities": 300}, "variants": {"d": {"data": {"name": "digits"}}}}
+    assert specs.parse(variant).digest() == (
+        "76448d6002a499a5c9b86b6f69b6fe9c1510134983d63bb38c3e02b6c417bf74")
+
+
 def test_a_spec_without_variants_keeps_its_digest():
     # Run folders made before variants existed must still be recognised: the digest of
     # a spec without them is the digest of its dump without the (empty) key.
@@ -175,6 +199,8 @@ def test_a_spec_without_variants_keeps_its_digest():
     dumped = study.model_dump(mode="json")
     del dumped["variants"]
     del dumped["claims"]  # nor before [claims]
+    del dumped["eval"]  # nor before [eval]
+    del dumped["study"]["selection"]  # nor before study.selection
     del dumped["model"]["embedding_norm"]  # nor before model.embedding_norm
     del dumped["train"]["adacos_scale_max"]  # nor before the dynamic scale's guards
     del dumped["train"]["stability_stop_windows"]

@@ -245,12 +245,15 @@ def trial_record(
     series: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The store record of one trial: its `TrialResult`, or `error` when it raised."""
+    from adastudy.data import declared_num_classes
+
     s, m = hyperparameters(trial)
     record: dict[str, Any] = {
         "key": record_key(trial),
         "number": number,
         "variant": trial.variant,
-        "num_classes": _num_classes(trial),
+        "num_classes": (result.num_classes if result is not None
+                        and result.num_classes is not None else declared_num_classes(trial.data)),
         "embedding_dim": trial.model.embedding_dim,
         "head": trial.head,
         "s": s,
@@ -279,15 +282,6 @@ def record_key(trial: TrialSpec) -> str:
 
     s, m = hyperparameters(trial)
     return store.trial_key(trial.head, s, m, trial.seed, trial.variant)
-
-
-def _num_classes(trial: TrialSpec) -> int:
-    """The number of training classes C of the trial's data (digits: always 10)."""
-    if trial.data.name == "digits":
-        from adastudy.data.digits import NUM_CLASSES
-
-        return NUM_CLASSES
-    return trial.data.identities
 
 
 def hyperparameters(trial: TrialSpec) -> tuple[float | None, float | None]:

@@ -100,12 +100,12 @@ def plan(study: StudySpec, run_dir: Path | None = None) -> list[PlanRow]:
 
 
 def _pilot(study: StudySpec, variant: str, head: str) -> Pilot:
-    from adastudy.data import build_data
+    from adastudy.data import build_trial_data
     from adastudy.train import run_trial
 
     trial = study.trial(head, seed=study.study.seeds[0], variant=variant)
     started = time.perf_counter()
-    data = build_data(trial.data)
+    data = build_trial_data(trial)
     data_s = time.perf_counter() - started
     # Warm-up (one epoch): a sweep's first trial pays it once, its others do not.
     run_trial(trial.model_copy(update={"train": trial.train.model_copy(

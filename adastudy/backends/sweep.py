@@ -24,6 +24,7 @@ folder is touched: a mistake is one line and nothing is written.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -233,13 +234,15 @@ class TrialRunner:
         self._data: dict[str, Any] = {}
 
     def data(self, trial: TrialSpec) -> Any:
-        from adastudy.data import build_data
+        from adastudy.data import build_trial_data
 
-        key = trial.data.model_dump_json()
+        key = json.dumps([trial.data.model_dump(mode="json"),
+                          {k: v.model_dump(mode="json") for k, v in trial.eval.items()},
+                          trial.validation_source()], sort_keys=True)
         if key not in self._data:
             while len(self._data) >= self.cache_size:
                 self._data.pop(next(iter(self._data)))
-            self._data[key] = build_data(trial.data)
+            self._data[key] = build_trial_data(trial)
         return self._data[key]
 
     def execute(self, trial: TrialSpec, reporter: Any, number: int | None) -> Any:
@@ -442,13 +445,16 @@ class Engine(Protocol):
 
 def check_spec(spec: StudySpec, spec_path: Path, engine: Engine) -> None:
     """What every engine checks before its session: the spec names a head to sweep,
-    and the devices it asks for exist where the trials run here. One-line errors."""
+    and the devices and data files it asks for exist where the trials run here (a
+    remote cluster's are its own). One-line errors."""
     from adastudy.backends import check_devices
+    from adastudy.data import check_paths
 
     if not spec.heads:
         raise ParameterError(f"{spec_path}: heads: the spec names no head to sweep")
     if engine.trials_run_here:
         check_devices(spec)
+        check_paths(spec)
 
 
 def run_sweep(spec: StudySpec, spec_path: Path, engine: Engine, *, out: Path | None = None,

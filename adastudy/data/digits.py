@@ -6,12 +6,11 @@ for training, `VAL_SHARE` for validation (the `val` pairs), the rest for testing
 (`test` and `impostor` pairs, and identification). Split sizes with the bundled data:
 train 989, val 269, test 539 (at seed 0; ±1 per class by rounding).
 
-Knobs honoured: `seed`, `form` ("features": 64 numbers in [0, 1]; "images": (1, 8, 8)
-in [0, 1]), `val_pairs` and `test_pairs` (a `DataError` names the knob when a split
-cannot supply the pairs: at most 2 × its same-class pairs, 28,520 test pairs and
-6,960 val pairs at seed 0). Ignored: `identities`, `images_per_identity`, `eval_identities`,
-`eval_images_per_identity`, `spread`, `feature_dim`, `image_size`, `distractors` (the
-identification gallery has one test image per class and no distractors).
+Knobs (`[data] name = "digits"` takes no others): `seed`, `form` ("features": 64
+numbers in [0, 1]; "images": (1, 8, 8) in [0, 1]), `val_pairs` and `test_pairs` (a
+`DataError` names the knob when a split cannot supply the pairs: at most 2 × its
+same-class pairs, 28,520 test pairs and 6,960 val pairs at seed 0). The identification
+gallery has one test image per class and no distractors.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import torch
 from adastudy.data import pairs
 from adastudy.data.base import DataError, TrialData
 from adastudy.data.seeding import numpy_rng
-from adastudy.spec import DataSpec
+from adastudy.spec import DigitsData as DataSpec
 
 __all__ = ["NUM_CLASSES", "TEST_SHARE", "TRAIN_SHARE", "VAL_SHARE", "build_digits", "split"]
 

@@ -11,7 +11,7 @@ import io
 import struct
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from adastudy.data.base import DataError
 
@@ -44,6 +44,10 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
             # convert() forces the full decode, so a truncated file fails here, not later.
             pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
     except _DECODE_ERRORS as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, UnidentifiedImageError):
+            # Pillow's message names the BytesIO object (a new address each run).
+            reason = "not an image format Pillow knows"
+        else:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{where}: cannot decode the image ({reason})") from exc
     return pixels

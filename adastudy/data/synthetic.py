@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from adastudy.data import pairs
 from adastudy.data.base import TrialData
 from adastudy.data.seeding import numpy_rng, torch_generator
-from adastudy.spec import DataSpec
+from adastudy.spec import SyntheticData as DataSpec
 
 __all__ = [
     "BLOBS",
