@@ -38,7 +38,7 @@ import pandas as pd
 
 from adastudy import stats
 from adastudy.errors import AdastudyError
-from adastudy.spec import MAIN_VARIANT, metric_bounds
+from adastudy.spec import MAIN_VARIANT, SET_METRIC_PREFIX, metric_bounds
 
 #: The t quantile lives in `adastudy.stats`; the name stays here for older scripts.
 t975 = stats.t975
@@ -52,9 +52,12 @@ __all__ = [
     "StoreError",
     "consolidate",
     "environment",
+    "eval_set_names",
     "export",
     "leaderboard",
     "load_tables",
+    "set_column",
+    "set_means",
     "read_manifest",
     "read_record_file",
     "record_name",
@@ -706,6 +709,60 @@ def leaderboard(trials: pd.DataFrame, metric: str, direction: str = "maximize") 
         na_position="last", kind="mergesort",
     )
     return board.reset_index(drop=True)
+
+
+def set_column(name: str) -> str:
+    """The trials-table column of the verification set `name`'s accuracy,
+    "verification_accuracy_<name>" (its 10-fold std is that + "_std")."""
+    return f"{SET_METRIC_PREFIX}{name}"
+
+
+def eval_set_names(trials: pd.DataFrame, manifest: dict | None = None) -> list[str]:
+    """The verification sets a run was tested on (its `[eval.<name>]` tables), [] for a
+    run without them.
+
+    In the spec's order when the manifest's spec names them (`manifest["spec"]["eval"]`),
+    less the set that `[study] selection` names (it serves validation, not a test);
+    otherwise found from the trials' columns "verification_accuracy_<name>", sorted: not
+    the plain "verification_accuracy_std", nor a "<column>_std" beside its "<column>".
+    """
+    spec = (manifest or {}).get("spec") or {}
+    named = spec.get("eval") if isinstance(spec, dict) else None
+    if isinstance(named, dict) and named:
+        selection = (spec.get("study") or {}).get("selection")
+        return [str(name) for name in named if name != selection]
+    columns = {str(c) for c in trials.columns}
+    names = []
+    for column in columns:
+        name = column.removeprefix(SET_METRIC_PREFIX)
+        if name == column or not name or name == "std":
+            continue
+        if name.endswith("_std") and column.removesuffix("_std") in columns:
+            continue  # the 10-fold std of another set's column
+        names.append(name)
+    return sorted(names)
+
+
+def set_means(board: pd.DataFrame, trials: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
+    """`board` (a `leaderboard` of `trials`) with one more column per verification set:
+    `set_column(name)`, the mean over the configuration's counted seeds (complete, with a
+    value) of that set's accuracy, NaN without one (or when no trial has the set's
+    column). Each is `leaderboard(trials, set_column(name))`'s mean, joined on the
+    configuration (variant, head, s, m); the rows keep `board`'s order."""
+    out = board.copy()
+    if "variant" not in trials.columns:  # a table written before study variants
+        trials = trials.assign(variant=MAIN_VARIANT)
+    for name in names:
+        column = set_column(name)
+        if column not in trials.columns:
+            out[column] = math.nan
+            continue
+        means = leaderboard(trials, column)[[*_CONFIG, "mean"]].rename(
+            columns={"mean": column})
+        # pandas joins NaN with NaN: a head without s or m finds its row.
+        out = out.merge(means, on=_CONFIG, how="left", validate="one_to_one")
+    out.index = board.index
+    return out
 
 
 # ------------------------------------------------------------------------- export

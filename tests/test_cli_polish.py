@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from cli_checks import assert_one_error_line, tree
 from tiny_study import TINY, write_spec
 from typer.testing import CliRunner
 
@@ -39,20 +40,6 @@ def command_names() -> list[str]:
     return list(get_command(app).commands)  # type: ignore[attr-defined]
 
 
-def assert_one_error_line(result, *needles: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0]
-    return lines[0]
-
-
-def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
 
 
 # -- help -------------------------------------------------------------------------------

@@ -688,6 +688,13 @@ def compare(
         typer.echo(f"wrote {path}")
 
 
+# `adastudy data ...` (adastudy.cli.data imports only typer and rich; its readers load
+# in the command). Imported here, after `style` and the commands above: it uses `style`.
+from adastudy.cli.data import data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
+
+
 def _print_dry_run(study: Any, engine: Any, out: Path | None, as_json: bool) -> None:
     """`sweep --dry-run`: the plan and the pilot-based estimate (`backends.dryrun`)."""
     from adastudy.backends import dryrun
@@ -783,22 +790,37 @@ def _print_leaderboard(
     if direction is None:
         raise ParameterError(f"--direction: {metric} has no natural direction; give "
                              "--direction maximize or --direction minimize")
-    if metric in STUDY_METRICS and metric not in trials:
+    if (metric in STUDY_METRICS or metric == study_metric) and metric not in trials:
         trials[metric] = math.nan  # no trial finished with it (all failed, say)
     board = store.leaderboard(trials, metric, direction)
+    # The verification sets ([eval.<name>]): a column each, after the mean.
+    sets = store.eval_set_names(trials, manifest)
+    if sets:
+        board = store.set_means(board, trials, sets)
+    rows = board.to_dict(orient="records")
+    for row in rows if sets else ():
+        row["sets"] = {name: row.pop(store.set_column(name)) for name in sets}
     if as_json:
         payload = {**(extra or {}), "metric": metric, "direction": direction,
-                   "leaderboard": board.to_dict(orient="records"),
+                   "leaderboard": rows,
                    "states": trials["state"].value_counts().to_dict() if len(trials) else {}}
         typer.echo(json.dumps(_json_safe(payload)))
         return
+    average = bool(sets) and metric == "verification_accuracy"
     order = "highest first (maximize)" if direction == "maximize" else "lowest first (minimize)"
-    table = Table(title=f"{study.get('name', run_dir)}: mean {metric} over seeds, {order}")
-    for column in ("head", "s", "m", "n", "mean", "std", "95 % CI", "not counted"):
+    table = Table(title=f"{study.get('name', run_dir)}: mean {metric}"
+                  + (f" (the average over the {len(sets)} sets)" if average else "")
+                  + f" over seeds, {order}")
+    for column in ("head", "s", "m", "n", "mean"):
         # In a narrow terminal only the last column wraps: a head and a number stay
         # whole (the head's variant, "@c30", is part of it).
-        table.add_column(column, justify="right" if column in (
-            "s", "m", "n", "mean", "std") else "left", no_wrap=column != "not counted")
+        table.add_column(column, justify="left" if column == "head" else "right",
+                         no_wrap=True)
+    for name in sets:
+        table.add_column(rich_escape(name), justify="right", no_wrap=True)
+    for column in ("std", "95 % CI", "not counted"):
+        table.add_column(column, justify="right" if column == "std" else "left",
+                         no_wrap=column != "not counted")
 
     def num(value: Any, fmt: str = ".4f") -> str:
         missing = value is None or (isinstance(value, float) and math.isnan(value))
@@ -807,21 +829,28 @@ def _print_leaderboard(
     # A share (accuracy, TAR) with fixed decimals; a step count, a scale, ... as is.
     share = metric_bounds(metric) is not None
     mean_fmt, std_fmt, ci_fmt = (".4f", ".4f", ".3f") if share else (".4g", ".3g", ".4g")
-    for row in board.to_dict(orient="records"):
+    for row in rows:
         others = ", ".join(f"{row[k]} {k.removeprefix('n_')}"
                            for k in ("n_pruned", "n_failed", "n_diverged") if row.get(k))
         low, high = num(row["ci95_low"], ci_fmt), num(row["ci95_high"], ci_fmt)
         interval = _MISSING if _MISSING in (low, high) else f"[{low}, {high}]"
         table.add_row(
             head_label(row), num(row["s"], "g"), num(row["m"], "g"), str(row["n"]),
-            num(row["mean"], mean_fmt), num(row["std"], std_fmt), interval,
-            others or _MISSING,
+            num(row["mean"], mean_fmt), *(num(row["sets"][name]) for name in sets),
+            num(row["std"], std_fmt), interval, others or _MISSING,
         )
     caption = [
         "n: seeds that count (complete, with a value); not counted: the configuration's "
         "pruned, failed and diverged trials, left out of mean, std and CI",
         f"{_MISSING}: none (a head without s or m; std and CI need two seeds)",
     ]
+    if sets:
+        listed = rich_escape(", ".join(sets))
+        caption.append(
+            (f"mean: a seed's verification_accuracy is its average over the sets {listed} "
+             "(the AVG column of face papers); " if average else "")
+            + f"{listed}: each set's mean {store.set_column('<set>')} over the counted "
+            "seeds")
     if metric.startswith("steps_to_"):
         caption.append("a seed whose θ_med never fell below the level has no value "
                        "(it is not in n)")

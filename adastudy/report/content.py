@@ -86,13 +86,18 @@ def _same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-def _leaderboard_tables(ev: Evidence) -> list[Table]:
+def _leaderboard_tables(ev: Evidence, sets: list[str] | None = None) -> list[Table]:
     """A table per head and variant, ranked on the test pairs; beside it each
     configuration's validation mean, which is what the claims and the answer choose on,
-    with the chosen one marked, so that "best tuned" reads the same everywhere."""
+    with the chosen one marked, so that "best tuned" reads the same everywhere. With
+    verification sets (`store.eval_set_names`), a column per set after the mean: the
+    set's mean accuracy over the counted seeds."""
     if ev.metric not in ev.trials:
         return []
+    sets = list(sets or [])
     board = store.leaderboard(ev.trials, ev.metric, ev.direction)
+    if sets:
+        board = store.set_means(board, ev.trials, sets)
     order = {v: i for i, v in enumerate(ev.variants())}  # main first, then the variants
     board = board.sort_values("variant", key=lambda v: v.map(order), kind="mergesort")
     selects = claims.SELECTION_METRIC
@@ -112,16 +117,32 @@ def _leaderboard_tables(ev: Evidence) -> list[Table]:
             val = next((v for (s, m), v in validation.items()
                         if _same(s, row["s"]) and _same(m, row["m"])), math.nan)
             picked = chosen is not None and _same(chosen.s, row["s"]) and _same(chosen.m, row["m"])
+            per_set = [row[store.set_column(name)] for name in sets]
             cells.append([fmt_number(row["s"]), fmt_number(row["m"]), str(row["n"]),
                           "-" if not math.isfinite(row["mean"]) else f"{row['mean']:.4f}",
+                          *("-" if not math.isfinite(v) else f"{v:.4f}" for v in per_set),
                           "-" if not math.isfinite(row["std"]) else f"{row['std']:.4f}",
                           ci, "-" if not math.isfinite(val) else
                           f"{val:.4f}" + (" ◆ chosen" if picked else ""), other or "-"])
         tables.append(Table(
-            ["s", "m (rad)", "seeds", f"mean {ev.metric}", "std", "95 % CI",
+            ["s", "m (rad)", "seeds", f"mean {ev.metric}", *sets, "std", "95 % CI",
              f"mean {selects} (selects)", "not counted"],
             cells, caption=f"{head}{_in(variant)}"))
     return tables
+
+
+def _sets_paragraph(ev: Evidence, sets: list[str]) -> list[str]:
+    """What the verification sets' columns are, when the run has some."""
+    if not sets:
+        return []
+    listed = ", ".join(sets)
+    columns = (f"each verification set's mean accuracy ({store.set_column('<set>')}) over "
+               "the same counted seeds")
+    if ev.metric == "verification_accuracy":
+        return [f"Verification sets {listed}: a seed's verification_accuracy is the average "
+                "of its accuracies on the sets (the AVG column of face papers), and the "
+                f"columns {listed} are {columns}."]
+    return [f"Verification sets {listed}: the columns {listed} are {columns}."]
 
 
 # -- heatmaps ------------------------------------------------------------------------------
@@ -634,6 +655,7 @@ def build(run_dir: Path) -> Report:
     study = ((manifest.get("spec") or {}).get("study") or {})
     verdicts = claims.evaluate_evidence(ev)
     variants = ev.variants()
+    sets = store.eval_set_names(trials, manifest)
     sections = [
         Section("leaderboard", "Leaderboard per head", [
             f"Ranked by {ev.metric} ({ev.direction}) on the test pairs: mean, standard "
@@ -642,8 +664,8 @@ def build(run_dir: Path) -> Report:
             f"pairs ({claims.SELECTION_METRIC}, ◆ chosen), never by this ranking, so the "
             "chosen one need not be the top row. \"Not counted\": pruned, failed and "
             "diverged runs, left out of these statistics (the claims count a diverged or "
-            "failed seed at the metric's chance value)."],
-            tables=_leaderboard_tables(ev)),
+            "failed seed at the metric's chance value)."] + _sets_paragraph(ev, sets),
+            tables=_leaderboard_tables(ev, sets)),
         Section("heatmaps", "The metric over (s, m)", figures=_present(
             _heatmap_figure(ev, v) for v in variants)),
         Section("stability", "Where dynamic AdaCos is stable (claim C10)",
