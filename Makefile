@@ -23,6 +23,7 @@ bench: setup
 	$(BIN)/python benchmarks/sweep.py
 	$(BIN)/python benchmarks/ray_overhead.py
 	$(BIN)/python benchmarks/sweep_scale.py
+	$(BIN)/python benchmarks/data.py
 
 lint: setup
 	$(BIN)/ruff check adastudy tests benchmarks

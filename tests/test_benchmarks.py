@@ -44,3 +44,16 @@ def test_the_sweep_scale_benchmark_prints_the_overhead_and_its_growth_on_tiny_si
     assert "serial                       16 trials" in done.stdout
     assert "ms/trial at 8 trials" in done.stdout
     assert ("constant" in done.stdout) == (done.returncode == 0)
+
+
+def test_the_data_benchmark_prints_both_loops_and_their_ratio_on_a_tiny_set():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "data.py"), "--images", "64", "--size",
+         "32", "--identities", "8", "--batch", "16", "--repeats", "1", "--workers", "0", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode in (0, 1), done.stderr  # 1: the target was missed (noise, here)
+    for workers in (0, 1):
+        assert f"workers {workers}: adastudy " in done.stdout
+    assert done.stdout.count("ratio adastudy / bare = ") == 2
+    assert ("target >= 0.95: met" in done.stdout) == (done.returncode == 0)

@@ -99,6 +99,7 @@ def test_recordio_vector_labels_give_their_first_value_as_class(tmp_path):
     reader = RecordIOReader(rec)
     assert reader.read(1) == (2, images[0][1])
     assert reader.read(2) == (0, images[1][1])
+    assert [reader.read_image(0), reader.read_image(1)] == [reader.read(1), reader.read(2)]
     assert reader.header(1) == RecordHeader(3, (2.0, 0.25, -3.5), 1, 0)
     assert reader.labels().tolist() == [2, 0]
     assert reader.num_classes == 2
@@ -121,6 +122,9 @@ def test_recordio_split_records_are_joined_with_the_magic(tmp_path):
         images[0], (1, magic_png), (1, magic_png), (2, magic_png)
     ]
     assert reader.header(3).labels == (1.0, 9.0)
+    # By position (a DataLoader's way), the same images and classes, split or not.
+    assert [reader.read_image(i) for i in range(4)] == [
+        reader.read(int(key)) for key in reader.keys]
     # Without the .idx, scanning the file finds the same records (skipping later parts).
     idx.unlink()
     scanned = RecordIOReader(rec)
@@ -226,6 +230,9 @@ def test_recordio_index_offset_past_the_end(tmp_path):
     reader = RecordIOReader(rec)
     with pytest.raises(DataError) as error:
         reader.read(2)
+    one_line(error, rec, "record 2", "offset 1000000000", "past the end", idx.name)
+    with pytest.raises(DataError) as error:
+        reader.read_image(1)  # key 2, by position
     one_line(error, rec, "record 2", "offset 1000000000", "past the end", idx.name)
 
 

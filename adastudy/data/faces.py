@@ -93,7 +93,7 @@ class _Items:
 
     def read(self, i: int) -> tuple[int, bytes]:
         if self.keys is not None:
-            return self.reader.read(int(self.keys[i]))
+            return self.reader.read_image(i)
         return self.reader.read(i)
 
     def where(self, i: int) -> str:

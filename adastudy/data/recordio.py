@@ -234,6 +234,10 @@ class RecordIOReader:
             id_start = self.meta[0]
             self._keys = index_keys[(index_keys >= 1) & (index_keys < id_start)]
         self._keys.setflags(write=False)
+        # The offset of each image key, by position: a training loop reads by position,
+        # without a search per image.
+        self._key_offsets = self._sorted_offsets[np.searchsorted(self._sorted_keys, self._keys)]
+        self._rec_name = str(self.rec_path)
         self._num_classes: int | None = None
 
     # -- the index ---------------------------------------------------------------------
@@ -377,6 +381,21 @@ class RecordIOReader:
         value of a vector label. KeyError when the index does not list `key`."""
         where = self._where(key)
         payload = self.payload(key)
+        header, start = _unpack_header(payload, where)
+        return _class_of(header), bytes(payload[start:])
+
+    def read_image(self, position: int) -> tuple[int, bytes]:
+        """`read(keys[position])`, without the index search: what a DataLoader asks for."""
+        key = int(self._keys[position])
+        offset = int(self._key_offsets[position])
+        where = f"{self._rec_name}: record {key}"
+        if offset >= self._size:
+            self._checked_offset(key)  # raises the "past the end" error
+        payload = read_payload(self._handle(), offset, where)
+        if len(payload) >= _HEADER.size:
+            flag, label = _HEADER.unpack_from(payload)[:2]
+            if flag == 0:  # the common case: one scalar label
+                return int(label), payload[_HEADER.size:]
         header, start = _unpack_header(payload, where)
         return _class_of(header), bytes(payload[start:])
 
