@@ -429,6 +429,20 @@ _LATER_KEYS: dict[tuple[str, str], Any] = {
 }
 
 
+def _eval_problem(data: Any, sets: list[str], selection: str, where: str) -> str | None:
+    """What is wrong with `[eval]` sets `sets` and `selection` for the `[data]` section
+    `data` (found at `where`), as "key: message"; None when nothing is."""
+    on_disk = data.name in FILE_DATASETS
+    if sets and not on_disk:
+        return (f"eval.{sets[0]}: verification sets on disk need face images on disk to "
+                f"train on ({where}.name = 'recordio' or 'folder'); {data.name!r} builds "
+                "its own test pairs")
+    if on_disk and not [name for name in sets if name != selection]:
+        return (f"{where}.name: {data.name!r} needs an [eval.<name>] verification set to "
+                "test on besides the selection's, e.g. [eval.lfw] path = \"lfw.bin\"")
+    return None
+
+
 class StudySpec(_Section):
     """A whole spec file."""
 
@@ -544,17 +558,10 @@ class StudySpec(_Section):
         for variant in self.variant_names():
             data = self.variant_sections(variant)[0]
             where = "data" if variant == MAIN_VARIANT else f"variants.{variant}.data"
-            on_disk = data.name in FILE_DATASETS
-            if self.eval and not on_disk:
-                raise ValueError(
-                    f"eval.{next(iter(self.eval))}: verification sets on disk need face "
-                    f"images on disk to train on ({where}.name = 'recordio' or 'folder'); "
-                    f"{data.name!r} builds its own test pairs")
-            if on_disk and not tests:
-                raise ValueError(
-                    f"{where}.name: {data.name!r} needs an [eval.<name>] verification set "
-                    "to test on besides the selection's, e.g. [eval.lfw] path = \"lfw.bin\"")
-            if on_disk and metric in EMBEDDED_ONLY_METRICS:
+            problem = _eval_problem(data, list(self.eval), selection, where)
+            if problem is not None:
+                raise ValueError(problem)
+            if data.name in FILE_DATASETS and metric in EMBEDDED_ONLY_METRICS:
                 raise ValueError(f"study.metric: {metric!r} needs the impostor and "
                                  "identification sets that only the embedded datasets "
                                  f"build; {where}.name is {data.name!r}")
@@ -681,6 +688,16 @@ class TrialSpec(_Section):
     def head_params(self) -> dict[str, float]:
         """The keyword arguments for `build_head` (only those given)."""
         return {k: v for k, v in (("s", self.s), ("m", self.m)) if v is not None}
+
+    @model_validator(mode="after")
+    def _check_eval(self) -> TrialSpec:
+        if self.selection not in ("auto", "holdout", *self.eval):
+            raise ValueError(f"selection: must be 'auto', 'holdout' or the name of an "
+                             f"[eval.<name>] set, got {self.selection!r}")
+        problem = _eval_problem(self.data, list(self.eval), self.selection, "data")
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
     def validation_source(self) -> str:
         """Where validation comes from: "data" (an embedded dataset's own pairs),

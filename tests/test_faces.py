@@ -410,3 +410,34 @@ def test_a_sweep_with_missing_data_stops_before_writing(tmp_path: Path) -> None:
                                           str(tmp_path / "run")])
         assert_one_error_line(result, expected)
         assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_train_runs_one_face_trial_and_shows_each_set(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from adastudy.cli import app
+
+    write_faces(tmp_path / "set")
+    write_pair_bin(tmp_path / "lfw.bin", 100)
+    write_pair_bin(tmp_path / "cfp_fp.bin", 200)
+    spec_path = tmp_path / "faces.toml"
+    spec_path.write_text(FACE_STUDY.format(workers=0))
+    result = CliRunner().invoke(app, ["train", str(spec_path), "--head", "cosface", "--s",
+                                      "8", "--m", "0.2"])
+    assert result.exit_code == 0, result.output
+    for row in ("lfw: verification accuracy", "cfp_fp: verification accuracy",
+                "verification accuracy, mean of the 2 sets", "corrupt samples skipped"):
+        assert row in result.stdout, row
+    assert "rank-1" not in result.stdout
+
+
+def test_a_trial_spec_on_files_needs_a_test_set() -> None:
+    data = {"name": "recordio", "path": "x.rec"}
+    with pytest.raises(specs.SpecError, match="needs an \\[eval.<name>\\] verification set"):
+        specs.parse({"data": data}, "<trial>", specs.TrialSpec)
+    with pytest.raises(specs.SpecError, match="selection: must be 'auto', 'holdout'"):
+        specs.parse({"data": data, "eval": {"lfw": {"path": "l.bin"}}, "selection": "x"},
+                    "<trial>", specs.TrialSpec)
+    trial = specs.parse({"data": data, "eval": {"lfw": {"path": "l.bin"}}}, "<trial>",
+                        specs.TrialSpec)
+    assert trial.validation_source() == "holdout" and trial.test_sets() == ["lfw"]

@@ -299,11 +299,7 @@ def train(
     head = head_choice or DEFAULT_HEAD
     params = {k: v for k, v in (("s", s), ("m", m)) if v is not None}
     check_head_params(head, **params)
-    trial = specs.parse(
-        {**study.model_dump(include={"data", "model", "train"}), "head": head, **params,
-         "seed": seed},
-        str(spec_path), specs.TrialSpec,
-    )
+    trial = study.trial(head, **params, seed=seed)  # with the spec's [eval] sets
     if out is not None:
         _check_new_file(out, "--out")
     if study.heads:  # after every check: an error stays the one line on stderr
@@ -426,14 +422,28 @@ def _result_table(result: Any, log_every: int | None = None) -> Table:
         rows.append(("scale clamped", f"{result.scale_clamped_steps} steps at "
                                       f"train.adacos_scale_max, from step "
                                       f"{result.scale_clamped_first_step}"))
-    if "verification_accuracy" in metrics:
+    from adastudy.spec import SET_METRIC_PREFIX
+
+    sets = [k.removeprefix(SET_METRIC_PREFIX) for k in metrics
+            if k.startswith(SET_METRIC_PREFIX) and not k.endswith("_std")]
+    for name in sets:  # the [eval.<name>] sets, in the spec's order
+        key = f"{SET_METRIC_PREFIX}{name}"
+        rows.append((f"{name}: verification accuracy (± std over {_TEST_FOLDS} folds)",
+                     f"{metrics[key]:.4f} ± {metrics[key + '_std']:.4f}"))
+    if len(sets) > 1:
+        rows.append((f"verification accuracy, mean of the {len(sets)} sets",
+                     f"{metrics['verification_accuracy']:.4f}"))
+    elif "verification_accuracy" in metrics and not sets:
         rows.append((f"verification accuracy (± std over {_TEST_FOLDS} folds)",
                      f"{metrics['verification_accuracy']:.4f} ± "
                      f"{metrics['verification_accuracy_std']:.4f}"))
+    if "corrupt_samples" in metrics:
+        rows.append(("corrupt samples skipped", int(metrics["corrupt_samples"])))
     rows += [(f"TAR at FAR {k.removeprefix('tar_at_far_')}", metrics[k])
              for k in sorted(metrics) if k.startswith("tar_at_far_")]
-    rows += [("rank-1 identification", metrics.get("rank1")),
-             ("validation accuracy (last)", metrics.get("val_accuracy"))]
+    if not sets:  # data on disk has no identification set
+        rows.append(("rank-1 identification", metrics.get("rank1")))
+    rows.append(("validation accuracy (last)", metrics.get("val_accuracy")))
     for key, value in metrics.items():
         if key.startswith("final_"):
             name = key.removeprefix("final_")
