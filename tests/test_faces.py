@@ -441,3 +441,24 @@ def test_a_trial_spec_on_files_needs_a_test_set() -> None:
     trial = specs.parse({"data": data, "eval": {"lfw": {"path": "l.bin"}}}, "<trial>",
                         specs.TrialSpec)
     assert trial.validation_source() == "holdout" and trial.test_sets() == ["lfw"]
+
+
+def test_a_tpe_search_on_face_data_scores_configurations_on_the_sets(tmp_path: Path) -> None:
+    from test_engine_contract import Driver
+
+    from adastudy import store
+
+    write_faces(tmp_path / "set")
+    write_pair_bin(tmp_path / "lfw.bin", 100)
+    write_pair_bin(tmp_path / "cfp_fp.bin", 200)
+    text = FACE_STUDY.format(workers=0).replace(
+        "[heads.cosface]\ns = [8.0]\nm = [0.2]\n\n[heads.adacos-dynamic]\n",
+        "[heads.cosface]\ns = { low = 4.0, high = 16.0 }\nm = [0.2]\n\n"
+        "[search]\nmethod = \"tpe\"\ntrials = 2\n")
+    spec_path = tmp_path / "faces.toml"
+    spec_path.write_text(text)
+    summary = Driver("serial").run(spec_path, tmp_path / "run")
+    assert summary.finished == 4  # 2 configurations x 2 seeds
+    trials, _ = store.load_tables(tmp_path / "run")
+    assert trials["verification_accuracy_cfp_fp"].notna().all()
+    assert sorted(trials["number"].unique()) == [0, 1]

@@ -301,8 +301,7 @@ def run_configuration(runner: TrialRunner, spec: StudySpec, head: str,
 
     scores, states = [], []
     for seed in spec.study.seeds:
-        trial = TrialSpec(data=spec.data, model=spec.model, train=spec.train,
-                          head=head, seed=seed, **params)
+        trial = spec.trial(head, seed=seed, **params)  # with the spec's [eval] sets
         existing = store.read_trial_record(runner.run_dir, record_key(trial))
         if existing is not None:
             state = existing["state"]
