@@ -59,7 +59,7 @@ def record(payload: bytes) -> bytes:
 
 def write_set(folder: Path, images: int, identities: int, size: int) -> Path:
     """train.rec + train.idx with a meta record at key 0, images at keys 1 ... n."""
-    labels = [i % identities for i in range(images)]
+    labels = [i * identities // images for i in range(images)]  # contiguous, as insightface
     records = [(0, record(struct.pack("<IfQQ", 2, 0.0, 0, 0)
                           + np.asarray([images + 1, images + 1 + identities], "<f4").tobytes()))]
     for key, label in enumerate(labels, start=1):

@@ -105,6 +105,32 @@ def test_recordio_vector_labels_give_their_first_value_as_class(tmp_path):
     assert reader.num_classes == 2
 
 
+def every_header_label(reader: RecordIOReader) -> list[int]:
+    return [int(reader.header(int(key)).labels[0]) for key in reader.keys]
+
+
+def test_labels_come_from_identity_records_where_they_partition_the_keys(tmp_path, monkeypatch):
+    images = [(label, tiny_jpeg(i, SMALL)) for i, label in enumerate([0, 0, 1, 1, 1, 2])]
+    reader = RecordIOReader(write_recordio(tmp_path, images)[0])
+    read: list[int] = []
+    original = RecordIOReader.header
+
+    def counting(self, key):
+        read.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(RecordIOReader, "header", counting)
+    assert reader.labels().tolist() == [0, 0, 1, 1, 1, 2] == every_header_label(reader)
+    # Two headers per identity (its record and its first image), not one per image.
+    assert read[:6] == [7, 1, 8, 3, 9, 6]
+    read.clear()
+    # Interleaved identities: the writer's ranges overlap, so every header is read.
+    mixed = [(label, tiny_jpeg(i, SMALL)) for i, label in enumerate([0, 1, 0, 2])]
+    reader = RecordIOReader(write_recordio(tmp_path, mixed, name="mixed")[0])
+    assert reader.labels().tolist() == [0, 1, 0, 2]
+    assert set(read) >= {1, 2, 3, 4}
+
+
 def test_recordio_split_records_are_joined_with_the_magic(tmp_path):
     magic_png = png_with_magic(7)
     images = [(0, tiny_jpeg(0, SMALL)), (1, magic_png), ((1.0, 9.0), magic_png), (2, magic_png)]
