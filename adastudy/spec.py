@@ -256,6 +256,10 @@ class TrainSpec(_Section):
     amp: bool = True
     #: Evaluate images with their horizontal flip summed in (insightface protocol).
     flip_eval: bool = True
+    #: Write a checkpoint every `checkpoint_every` epochs (RUN_DIR/checkpoints/), from
+    #: which a rerun of the sweep resumes a killed trial; 0: never; None (the default):
+    #: every epoch when the first epoch took more than a minute.
+    checkpoint_every: int | None = Field(None, ge=0, le=10_000)
     #: Guards for dynamic AdaCos, off by default (the paper's method has none); they
     #: change nothing for the other heads.
     #: A ceiling on the dynamic scale: s(t) = min(k · ln B_avg, adacos_scale_max). The
@@ -425,6 +429,7 @@ _LATER_KEYS: dict[tuple[str, str], Any] = {
     ("study", "selection"): "auto",
     ("model", "embedding_norm"): "batchnorm",
     ("train", "adacos_scale_max"): None,
+    ("train", "checkpoint_every"): None,
     ("train", "stability_stop_windows"): None,
 }
 

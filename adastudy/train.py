@@ -18,13 +18,14 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adastudy import evaluate
+from adastudy import checkpoint, evaluate
 from adastudy.data import PairSet, TrialData, build_trial_data
 from adastudy.errors import ParameterError
 from adastudy.heads import STATISTICS, build_head, check_head_params
@@ -45,6 +46,10 @@ TRAIN_METRICS = ("loss", *STATISTICS, "train_accuracy", "lr", "samples_per_s")
 
 #: FARs reported at the end, as far as the impostor count allows.
 FINAL_FARS = (1e-2, 1e-3)
+
+#: With `train.checkpoint_every` unset, a trial writes a checkpoint every epoch once its
+#: first epoch took longer than this (a shorter trial loses little when killed).
+AUTO_CHECKPOINT_EPOCH_S = 60.0
 
 #: A dynamic scale above this has run away (it grows ~√2 per step once the classes
 #: collapse); ending the trial here saves the steps until it overflows to inf.
@@ -102,9 +107,29 @@ class TrialResult:
     scale_clamped_first_step: int | None = None
     #: The training classes C of the data (from its source).
     num_classes: int | None = None
+    #: The epoch a killed trial was resumed after (from its checkpoint), and why a
+    #: checkpoint found could not be used (the trial then started from step 0).
+    resumed_from_epoch: int | None = None
+    checkpoint_problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class _ReportLog:
+    """The reporter, with every report kept: a checkpoint holds them, and a resumed
+    trial hands them to its new reporter first (the series, a pruner's values)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.reports: list[tuple[int, dict[str, float]]] = []
+
+    def report(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.reports.append((step, dict(metrics)))
+        self.reporter.report(step, metrics)
+
+    def should_stop(self) -> bool:
+        return self.reporter.should_stop()
 
 
 class _ScaleGuards:
@@ -124,6 +149,15 @@ class _ScaleGuards:
         self.first_clamped_step: int | None = None
         self._run = 0
         self._last_scale = float(head.current_scale) if self.windows else math.nan
+
+    def state(self) -> dict[str, Any]:
+        return {"clamped_steps": self.clamped_steps, "first_clamped_step":
+                self.first_clamped_step, "run": self._run, "last_scale": self._last_scale}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.clamped_steps = state["clamped_steps"]
+        self.first_clamped_step = state["first_clamped_step"]
+        self._run, self._last_scale = state["run"], state["last_scale"]
 
     def count(self, step: int, scale: float) -> None:
         """Note one step's scale (the clamp's record)."""
@@ -324,6 +358,7 @@ def run_trial(
     *,
     data: TrialData | None = None,
     progress: Callable[[int, int], None] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> TrialResult:
     """Train `spec.head` with (`spec.s`, `spec.m`) and `spec.seed` on `spec.data`.
 
@@ -333,10 +368,14 @@ def run_trial(
             validation accuracy every `eval_every` epochs; `should_stop()` prunes.
         data: the dataset, when the caller built it already (it must match spec.data).
         progress: called as progress(step, total_steps) at every report.
+        checkpoint_dir: where the trial keeps its checkpoint (`train.checkpoint_every`);
+            a checkpoint of this trial found there is resumed from, and the result is
+            an uninterrupted trial's (bit for bit on the CPU, timings apart). None: no
+            checkpoints.
 
     A non-finite loss or scale ends the trial as "diverged", with its step and reason.
     """
-    reporter = reporter or RecordingReporter()
+    reports = _ReportLog(reporter or RecordingReporter())
     train = spec.train
     device = choose_device(train.device)
     started = time.perf_counter()
@@ -367,6 +406,29 @@ def run_trial(
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
     flip = train.flip_eval and data.flippable
     window = _LogWindow(train, guards, device)
+    start_epoch, step, val_accuracy = 0, 0, float("nan")
+    every = train.checkpoint_every
+    digest = checkpoint.trial_digest(spec) if checkpoint_dir is not None else ""
+    saved, problem = (checkpoint.load(checkpoint_dir, digest) if checkpoint_dir is not None
+                      else (None, None))
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        head.load_state_dict(saved["head"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if scaler is not None and saved.get("scaler") is not None:
+            scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["rng_cpu"])
+        if device.type == "cuda" and saved.get("rng_cuda"):
+            torch.cuda.set_rng_state_all(saved["rng_cuda"])
+        guards.restore(saved["guards"])
+        window.first_below = dict(saved["first_below"])
+        window.train_time_s = saved["train_time_s"]
+        window.last = dict(saved["last"])
+        start_epoch, step, val_accuracy = saved["epoch"], saved["step"], saved["val_accuracy"]
+        every = saved["every"]
+        for at, metrics in saved["reports"]:  # the new reporter sees the whole series
+            reports.report(at, metrics)
 
     def report(step: int) -> bool:
         """Close the window and report its means; False when the trial diverged."""
@@ -374,20 +436,33 @@ def run_trial(
         if means is None:
             return True
         if window.diverged_step is not None:
-            reporter.report(window.diverged_step, means)
+            reports.report(window.diverged_step, means)
             return False
-        reporter.report(step, means)
+        reports.report(step, means)
         if progress is not None:
             progress(step, total_steps)
         return True
 
+    def save_checkpoint(epochs_done: int) -> None:
+        assert checkpoint_dir is not None
+        checkpoint.save(checkpoint_dir, {
+            "trial": digest, "epoch": epochs_done, "step": step, "every": every,
+            "model": model.state_dict(), "head": head.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            "guards": guards.state(), "first_below": window.first_below,
+            "train_time_s": window.train_time_s, "last": window.last,
+            "val_accuracy": val_accuracy, "reports": reports.reports,
+        })
+
     # -- the epochs ---------------------------------------------------------------------
     state = "complete"
-    step = 0
-    val_accuracy = float("nan")
     model.train()
     head.train()
-    for epoch in range(train.epochs):
+    for epoch in range(start_epoch, train.epochs):
+        epoch_started = time.perf_counter()
         for x, y in source.batches(train.batch_size, spec.seed, epoch, device):
             with autocast():
                 embeddings = model(x)
@@ -419,11 +494,16 @@ def run_trial(
         last_epoch = epoch + 1 == train.epochs
         if (train.eval_every and (epoch + 1) % train.eval_every == 0) or last_epoch:
             val_accuracy = _validation_accuracy(model, data, flip)
-            reporter.report(step, {"val_accuracy": val_accuracy, "epoch": epoch + 1})
+            reports.report(step, {"val_accuracy": val_accuracy, "epoch": epoch + 1})
             model.train()
-            if not last_epoch and reporter.should_stop():
+            if not last_epoch and reports.should_stop():
                 state = "pruned"
                 break
+        if every is None:  # decided by the first epoch this process trains
+            slow = time.perf_counter() - epoch_started > AUTO_CHECKPOINT_EPOCH_S
+            every = 1 if slow else 0
+        if checkpoint_dir is not None and every and not last_epoch and (epoch + 1) % every == 0:
+            save_checkpoint(epoch + 1)
 
     # -- the final evaluation -----------------------------------------------------------
     skip = ("lr", "samples_per_s")
@@ -455,4 +535,6 @@ def run_trial(
         scale_clamped_steps=guards.clamped_steps,
         scale_clamped_first_step=guards.first_clamped_step,
         num_classes=source.num_classes,
+        resumed_from_epoch=start_epoch if saved is not None else None,
+        checkpoint_problem=problem,
     )

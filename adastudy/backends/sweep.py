@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -217,17 +218,24 @@ class RecordIndex:
 
 # -------------------------------------------------------------------- one trial
 
+#: Inside a run folder: one folder per trial that has a checkpoint (`train.checkpoint_every`).
+CHECKPOINTS_DIR = "checkpoints"
+
 
 class TrialRunner:
     """Runs a trial with `run_trial` and writes its record; keeps the datasets it built
     (at most `cache_size`, the oldest dropped: a worker runs many trials of few
-    variants). `in_trial` is true while `run_trial` runs (an engine's Ctrl-C handler
-    reads it). `on_record` is called with each record written (the serial engine adds
+    variants). A trial keeps its checkpoint in `RUN_DIR/checkpoints/<its record's
+    name>/`, resumes from it when it was killed, and loses it once its record is written
+    (unless `keep_checkpoints`). `in_trial` is true while `run_trial` runs (an engine's
+    Ctrl-C handler reads it). `on_record` is called with each record written (the serial engine adds
     it to its index)."""
 
     def __init__(self, run_dir: Path, cache_size: int = 2,
-                 on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_record: Callable[[dict[str, Any]], None] | None = None,
+                 keep_checkpoints: bool = False) -> None:
         self.run_dir = Path(run_dir)
+        self.keep_checkpoints = keep_checkpoints
         self.cache_size = cache_size
         self.on_record = on_record
         self.in_trial = False
@@ -252,9 +260,11 @@ class TrialRunner:
 
         data = self.data(trial)
         started = now()
+        checkpoints = self.run_dir / CHECKPOINTS_DIR / store.record_name(
+            record_key(trial)).removesuffix(".json")
         try:
             self.in_trial = True
-            result = run_trial(trial, reporter, data=data)
+            result = run_trial(trial, reporter, data=data, checkpoint_dir=checkpoints)
         except Exception as exc:
             self.in_trial = False
             self._write(trial_record(
@@ -265,6 +275,8 @@ class TrialRunner:
             self.in_trial = False
         self._write(trial_record(trial, result, number=number, started_at=started,
                                  series=getattr(reporter, "rows", None)))
+        if not self.keep_checkpoints:  # the record is written: the trial needs it no more
+            shutil.rmtree(checkpoints, ignore_errors=True)
         return result
 
     def _write(self, record: dict[str, Any]) -> None:

@@ -248,6 +248,9 @@ class LoaderSource:
             loader = DataLoader(
                 self.dataset, batch_sampler=sampler, num_workers=self.workers,
                 collate_fn=_collate, pin_memory=pin, worker_init_fn=_seed_worker,
+                # Its own generator for the workers' base seed: drawing it from torch's
+                # global one would change the trial's dropout with the worker count.
+                generator=torch.Generator().manual_seed(stream_seed(0, "faces-workers")),
                 persistent_workers=self.workers > 0,
                 prefetch_factor=4 if self.workers > 0 else None,
             )
