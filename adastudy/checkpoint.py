@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["FILE", "FORMAT", "load", "save", "trial_digest"]
+__all__ = ["FILE", "FORMAT", "load", "save", "save_model", "trial_digest"]
 
 FILE = "last.pt"
 #: The layout of the saved dictionary; another one is refused, not guessed at.
@@ -37,18 +37,29 @@ def trial_digest(trial: Any) -> str:
     return hashlib.sha256(trial.model_dump_json().encode()).hexdigest()
 
 
-def save(folder: Path, state: dict[str, Any]) -> Path:
-    """Write `state` to `folder/last.pt` atomically (a temporary file, fsync, rename):
-    a kill mid-write leaves the previous checkpoint whole."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / FILE
-    temporary = folder / f".{FILE}.{os.getpid()}.tmp"
+def _write(path: Path, state: dict[str, Any]) -> Path:
+    """torch.save `state` to `path` atomically (a temporary file, fsync, rename): a kill
+    mid-write leaves the file before it whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temporary, "wb") as handle:
         torch.save({**state, "format": FORMAT}, handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
     return path
+
+
+def save(folder: Path, state: dict[str, Any]) -> Path:
+    """Write `state` to `folder/last.pt`, replacing the checkpoint before."""
+    return _write(folder / FILE, state)
+
+
+def save_model(path: Path, trial: Any, model: torch.nn.Module, head: torch.nn.Module) -> Path:
+    """A finished trial's final weights (`--save-models`): the backbone's and the head's
+    state dicts, with the trial's spec (JSON) that says how to build them."""
+    return _write(path, {"trial": trial.model_dump_json(), "model": model.state_dict(),
+                         "head": head.state_dict()})
 
 
 def load(folder: Path, digest: str) -> tuple[dict[str, Any] | None, str | None]:

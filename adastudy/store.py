@@ -110,6 +110,8 @@ _TRIALS_FIXED: dict[str, Any] = {
     "diverged_by": _STR,
     "scale_clamped_steps": "Int64",
     "scale_clamped_first_step": "Int64",
+    "resumed_from_epoch": "Int64",  # a killed trial's checkpoint it resumed from
+    "checkpoint_problem": _STR,  # why a checkpoint found could not be used
     "started_at": _STR,
     "finished_at": _STR,
     "worker": _STR,

@@ -359,6 +359,7 @@ def run_trial(
     data: TrialData | None = None,
     progress: Callable[[int, int], None] | None = None,
     checkpoint_dir: Path | None = None,
+    save_model_to: Path | None = None,
 ) -> TrialResult:
     """Train `spec.head` with (`spec.s`, `spec.m`) and `spec.seed` on `spec.data`.
 
@@ -372,6 +373,8 @@ def run_trial(
             a checkpoint of this trial found there is resumed from, and the result is
             an uninterrupted trial's (bit for bit on the CPU, timings apart). None: no
             checkpoints.
+        save_model_to: where a completed trial saves its final model and head
+            (`checkpoint.save_model`); None: nowhere.
 
     A non-finite loss or scale ends the trial as "diverged", with its step and reason.
     """
@@ -511,6 +514,8 @@ def run_trial(
     metrics["val_accuracy"] = val_accuracy
     if state == "complete":
         metrics.update(_final_metrics(model, data, flip))
+        if save_model_to is not None:
+            checkpoint.save_model(save_model_to, spec, model, head)
     if data.files is not None:
         metrics["corrupt_samples"] = float(source.corrupt)
     hyper = check_head_params(spec.head, **spec.head_params())

@@ -224,3 +224,31 @@ def test_a_face_trial_resumes_too(tmp_path: Path) -> None:
     resumed = run_trial(spec, checkpoint_dir=tmp_path / "c")
     assert resumed.resumed_from_epoch == 1
     assert without_timings(resumed) == without_timings(reference)
+
+
+@pytest.mark.parametrize("engine", ["serial", "optuna"])
+def test_keep_checkpoints_and_save_models(tmp_path: Path, engine: str) -> None:
+    import torch
+
+    from adastudy.heads import build_head
+    from adastudy.models import build_backbone
+
+    spec_path = tmp_path / "s.toml"
+    spec_path.write_text(STUDY.format(epochs=3))
+    out = tmp_path / "run"
+    done = subprocess.run([SCRIPT, "sweep", str(spec_path), "--out", str(out), "--backend",
+                           engine, "--keep-checkpoints", "--save-models"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (record,) = (out / "trials").glob("*.json")
+    name = record.name.removesuffix(".json")
+    kept = torch.load(out / "checkpoints" / name / checkpoint.FILE, weights_only=True)
+    assert kept["epoch"] == 2  # the last epoch writes none: the record follows it
+    saved = torch.load(out / "models" / f"{name}.pt", weights_only=True)
+    trial_spec = specs.TrialSpec.model_validate_json(saved["trial"])
+    model = build_backbone(trial_spec.model, (64,))
+    model.load_state_dict(saved["model"])
+    head = build_head(trial_spec.head, 20, trial_spec.model.embedding_dim)
+    head.load_state_dict(saved["head"])
+    assert float(head.current_scale) == pytest.approx(
+        json.loads(record.read_text())["metrics"]["final_s"], rel=0.05)

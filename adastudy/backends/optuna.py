@@ -46,7 +46,7 @@ from adastudy.backends import (
     waiting_lock,
 )
 from adastudy.backends import sweep as skeleton
-from adastudy.backends.sweep import SweepContext, TrialRunner
+from adastudy.backends.sweep import DEFAULT_OPTIONS, SweepContext, TrialOptions, TrialRunner
 from adastudy.errors import ParameterError
 from adastudy.spec import SearchSpec, StudySpec
 from adastudy.theory import HEAD_NAMES
@@ -211,7 +211,8 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _worker_main(
-    run_dir: str, spec_json: str, threads: int, gpus: str | None, parent_pid: int
+    run_dir: str, spec_json: str, threads: int, gpus: str | None, parent_pid: int,
+    options: TrialOptions = DEFAULT_OPTIONS,
 ) -> None:
     _die_with_parent(parent_pid)
     if gpus is not None:
@@ -220,7 +221,7 @@ def _worker_main(
 
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    worker = _Worker(Path(run_dir), StudySpec.model_validate_json(spec_json))
+    worker = _Worker(Path(run_dir), StudySpec.model_validate_json(spec_json), options)
     # Ctrl-C reaches the workers too: it abandons a running trial (its point has no
     # record, so a resumed sweep runs it again), but never cuts a record or an Optuna
     # write in half: outside run_trial it only asks the loop to stop.
@@ -243,13 +244,14 @@ class _Worker:
     """One worker process: takes the next grid point or TPE configuration, runs it
     (`TrialRunner`: the record is written first), and tells Optuna."""
 
-    def __init__(self, folder: Path, spec: StudySpec) -> None:
+    def __init__(self, folder: Path, spec: StudySpec,
+                 options: TrialOptions = DEFAULT_OPTIONS) -> None:
         self.folder = folder
         self.spec = spec
         self.plan = skeleton.Plan(spec)
         self.study = open_study(folder, spec)
         self.maximize = spec.study.direction == "maximize"
-        self.runner = TrialRunner(folder)
+        self.runner = TrialRunner(folder, options=options)
         self.stop = False
 
     def on_sigint(self, signum: int, frame: Any) -> None:
@@ -387,7 +389,7 @@ def _run_workers(ctx: SweepContext, workers: int) -> bool:
     processes = [
         context.Process(
             target=_worker_main,
-            args=(str(ctx.run_dir), spec_json, threads, gpus, os.getpid()),
+            args=(str(ctx.run_dir), spec_json, threads, gpus, os.getpid(), ctx.options),
             name=f"adastudy-worker-{i}",
         )
         for i, gpus in enumerate(_gpu_sets(workers))

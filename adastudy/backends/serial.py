@@ -62,7 +62,7 @@ class SerialEngine:
             ctx.index.add(record)
             rule.add(record)
 
-        runner = TrialRunner(ctx.run_dir, on_record=written)
+        runner = TrialRunner(ctx.run_dir, on_record=written, options=ctx.options)
         try:
             for key in ctx.plan.missing(ctx.index):
                 ctx.view([key])

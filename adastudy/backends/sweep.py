@@ -220,6 +220,22 @@ class RecordIndex:
 
 #: Inside a run folder: one folder per trial that has a checkpoint (`train.checkpoint_every`).
 CHECKPOINTS_DIR = "checkpoints"
+#: Inside a run folder: each finished trial's final weights, with `--save-models`.
+MODELS_DIR = "models"
+
+
+@dataclass(frozen=True)
+class TrialOptions:
+    """What a sweep's command line asks of every trial, whatever the engine:
+    `keep_checkpoints` (`--keep-checkpoints`: a finished trial's checkpoint stays) and
+    `save_models` (`--save-models`: RUN_DIR/models/<trial>.pt, a completed trial's
+    final model and head)."""
+
+    keep_checkpoints: bool = False
+    save_models: bool = False
+
+
+DEFAULT_OPTIONS = TrialOptions()
 
 
 class TrialRunner:
@@ -233,9 +249,9 @@ class TrialRunner:
 
     def __init__(self, run_dir: Path, cache_size: int = 2,
                  on_record: Callable[[dict[str, Any]], None] | None = None,
-                 keep_checkpoints: bool = False) -> None:
+                 options: TrialOptions = DEFAULT_OPTIONS) -> None:
         self.run_dir = Path(run_dir)
-        self.keep_checkpoints = keep_checkpoints
+        self.options = options
         self.cache_size = cache_size
         self.on_record = on_record
         self.in_trial = False
@@ -260,11 +276,14 @@ class TrialRunner:
 
         data = self.data(trial)
         started = now()
-        checkpoints = self.run_dir / CHECKPOINTS_DIR / store.record_name(
-            record_key(trial)).removesuffix(".json")
+        name = store.record_name(record_key(trial)).removesuffix(".json")
+        checkpoints = self.run_dir / CHECKPOINTS_DIR / name
+        model_file = self.run_dir / MODELS_DIR / f"{name}.pt" if self.options.save_models \
+            else None
         try:
             self.in_trial = True
-            result = run_trial(trial, reporter, data=data, checkpoint_dir=checkpoints)
+            result = run_trial(trial, reporter, data=data, checkpoint_dir=checkpoints,
+                               save_model_to=model_file)
         except Exception as exc:
             self.in_trial = False
             self._write(trial_record(
@@ -275,7 +294,7 @@ class TrialRunner:
             self.in_trial = False
         self._write(trial_record(trial, result, number=number, started_at=started,
                                  series=getattr(reporter, "rows", None)))
-        if not self.keep_checkpoints:  # the record is written: the trial needs it no more
+        if not self.options.keep_checkpoints:  # the record is written: no more use
             shutil.rmtree(checkpoints, ignore_errors=True)
         return result
 
@@ -406,6 +425,7 @@ class SweepContext:
     index: RecordIndex
     problems: list[str]
     progress: Callable[[SweepStatus], None] | None = None
+    options: TrialOptions = field(default_factory=TrialOptions)
     _last_view: float = 0.0
 
     def view(self, running: list[str], *, every_s: float = 0.5, force: bool = False) -> None:
@@ -469,9 +489,10 @@ def check_spec(spec: StudySpec, spec_path: Path, engine: Engine) -> None:
 
 
 def run_sweep(spec: StudySpec, spec_path: Path, engine: Engine, *, out: Path | None = None,
-              progress: Callable[[SweepStatus], None] | None = None) -> SweepSummary:
-    """Run (or resume) the study on `engine`. Returns when every planned trial has a
-    record, or after Ctrl-C (then `interrupted`).
+              progress: Callable[[SweepStatus], None] | None = None,
+              options: TrialOptions = DEFAULT_OPTIONS) -> SweepSummary:
+    """Run (or resume) the study on `engine`, every trial with `options`. Returns when
+    every planned trial has a record, or after Ctrl-C (then `interrupted`).
 
     Order: the spec and the engine are checked (devices where the trials run here, the
     engine's own checks in its session) before the run folder is touched; then the
@@ -488,7 +509,7 @@ def run_sweep(spec: StudySpec, spec_path: Path, engine: Engine, *, out: Path | N
             manifest = start_manifest(folder, spec, spec_path, engine.name, details)
             index = RecordIndex(folder)
             index.refresh()
-            ctx = SweepContext(spec, folder, plan, index, [], progress)
+            ctx = SweepContext(spec, folder, plan, index, [], progress, options)
             interrupted = False
             if plan.finished(index) < plan.planned:
                 interrupted = engine.run(ctx)

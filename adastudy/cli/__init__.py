@@ -499,11 +499,20 @@ def sweep(
                            "estimate of the wall time (from short pilot trials), run "
                            "nothing, write nothing.")
     ] = False,
+    keep_checkpoints: Annotated[
+        bool, typer.Option("--keep-checkpoints", help="Keep a finished trial's last "
+                           "checkpoint in RUN_DIR/checkpoints/ (train.checkpoint_every); "
+                           "by default it is removed once the trial's record is written.")
+    ] = False,
+    save_models: Annotated[
+        bool, typer.Option("--save-models", help="Save each completed trial's final model "
+                           "and head in RUN_DIR/models/<trial>.pt.")
+    ] = False,
 ) -> None:
     """Run (or resume) a study: every grid point × seed, exactly once."""
     from adastudy import spec as specs
     from adastudy.backends import get_engine
-    from adastudy.backends.sweep import check_spec, run_sweep
+    from adastudy.backends.sweep import TrialOptions, check_spec, run_sweep
 
     study = specs.load(spec_path)
     engine = get_engine(_choice(backend), {
@@ -513,8 +522,9 @@ def sweep(
     if dry_run:
         _print_dry_run(study, engine, out, as_json)
         return
+    options = TrialOptions(keep_checkpoints=keep_checkpoints, save_models=save_models)
     if as_json:
-        summary = run_sweep(study, spec_path, engine, out=out)
+        summary = run_sweep(study, spec_path, engine, out=out, options=options)
     else:
         import contextlib
 
@@ -540,7 +550,8 @@ def sweep(
                 bar.update(task, completed=status.finished, total=status.planned)
                 live.update(Group(bar, table(status)))
 
-            summary = run_sweep(study, spec_path, engine, out=out, progress=update)
+            summary = run_sweep(study, spec_path, engine, out=out, progress=update,
+                                options=options)
     for problem in summary.problems:  # plain lines: rich would wrap long paths
         typer.echo(f"warning: {problem}", err=True)
     resume = f"adastudy sweep {spec_path} --out {summary.run_dir}{engine.resume_args()}"

@@ -94,7 +94,8 @@ class RayEngine:
     def run(self, ctx: SweepContext) -> bool:
         """The grid, then each searched head; True after Ctrl-C."""
         job = Job(spec_json=ctx.spec.model_dump_json(), run_dir=str(ctx.run_dir),
-                  threads=max(1, int(self.cpus_per_trial)), board=board_name(ctx.run_dir))
+                  threads=max(1, int(self.cpus_per_trial)), board=board_name(ctx.run_dir),
+                  options=ctx.options)
         board = PruningBoard.options(name=job.board, get_if_exists=True).remote()
         lock = threading.Lock()
 

@@ -16,7 +16,7 @@ from ray import tune
 from adastudy import store
 from adastudy.backends import WORKERS_LOCK, run_lock
 from adastudy.backends.ray.pruning import PRUNE_METRIC
-from adastudy.backends.sweep import Plan, TrialRunner, run_configuration
+from adastudy.backends.sweep import Plan, TrialOptions, TrialRunner, run_configuration
 from adastudy.spec import StudySpec
 
 __all__ = ["SCORE", "Job", "grid_trainable", "tpe_trainable", "trial_dirname"]
@@ -33,6 +33,7 @@ class Job:
     run_dir: str  #: absolute
     threads: int
     board: str  #: the name of the pruning board actor
+    options: TrialOptions = TrialOptions()
 
 
 @functools.lru_cache(maxsize=4)
@@ -42,9 +43,9 @@ def _spec_and_plan(spec_json: str) -> tuple[StudySpec, Plan]:
 
 
 @functools.lru_cache(maxsize=4)
-def _runner(run_dir: str) -> TrialRunner:
+def _runner(run_dir: str, options: TrialOptions) -> TrialRunner:
     """One runner per worker process and run folder: a reused actor keeps its data."""
-    return TrialRunner(Path(run_dir))
+    return TrialRunner(Path(run_dir), options=options)
 
 
 def _setup_worker(job: Job) -> None:
@@ -111,7 +112,8 @@ def grid_trainable(config: dict[str, Any], job: Job) -> None:
             board = ray.get_actor(job.board)
             ray.get(board.forget.remote(trial_id))  # a retried trial starts afresh
         reporter = _TuneReporter(spec.train.epochs, board, trial_id)
-        result = _runner(job.run_dir).execute(plan.grid[key], reporter, plan.numbers[key])
+        result = _runner(job.run_dir, job.options).execute(plan.grid[key], reporter,
+                                                           plan.numbers[key])
     tune.report(_final_report(result, spec.study.metric))
 
 
@@ -122,7 +124,7 @@ def tpe_trainable(config: dict[str, Any], job: Job, head: str) -> None:
     spec, _ = _spec_and_plan(job.spec_json)
     params = {name: config[name] for name in ("s", "m") if name in config}
     with run_lock(Path(job.run_dir), WORKERS_LOCK, shared=True):
-        outcome = run_configuration(_runner(job.run_dir), spec, head, params,
+        outcome = run_configuration(_runner(job.run_dir, job.options), spec, head, params,
                                     config["number"])
     tune.report({SCORE: outcome.score, "state": ",".join(outcome.states)})
 
