@@ -252,8 +252,10 @@ class TrainSpec(_Section):
     #: Report the first step at which θ_med falls below each of these angles.
     theta_levels_deg: tuple[float, ...] = (60.0, 45.0, 30.0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: Mixed precision (bfloat16/float16 autocast) on CUDA; the head stays in float32.
-    amp: bool = True
+    #: Mixed precision on CUDA (the head's math stays float32): "bf16", "fp16" (with a
+    #: gradient scaler) or "none"; true (the default): bf16 where the GPU supports it,
+    #: else fp16; false: "none". Nothing changes on the CPU.
+    amp: Literal[True, False, "bf16", "fp16", "none"] = True
     #: Evaluate images with their horizontal flip summed in (insightface protocol).
     flip_eval: bool = True
     #: Write a checkpoint every `checkpoint_every` epochs (RUN_DIR/checkpoints/), from

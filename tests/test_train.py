@@ -334,3 +334,23 @@ def test_the_scale_clamp_binds_is_recorded_and_leaves_fixed_heads_alone(runaway)
     result = run_trial(fixed, reporter := RecordingReporter(), data=data)
     assert result.scale_clamped_steps == 0 and result.scale_clamped_first_step is None
     assert all(r["s"] == pytest.approx(30.0) for r in reporter.rows if "s" in r)
+
+
+def test_train_amp_chooses_the_autocast_dtype(monkeypatch) -> None:
+    from adastudy.errors import ParameterError
+    from adastudy.spec import TrainSpec
+    from adastudy.train import amp_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for value in (True, "bf16", "fp16", "none", False):
+        assert amp_dtype(TrainSpec(amp=value), cpu) is None  # nothing changes on the CPU
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert amp_dtype(TrainSpec(amp=True), cuda) == torch.bfloat16
+    assert amp_dtype(TrainSpec(amp="bf16"), cuda) == torch.bfloat16
+    assert amp_dtype(TrainSpec(amp="fp16"), cuda) == torch.float16
+    assert amp_dtype(TrainSpec(amp="none"), cuda) is None
+    assert amp_dtype(TrainSpec(amp=False), cuda) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert amp_dtype(TrainSpec(amp=True), cuda) == torch.float16
+    with pytest.raises(ParameterError, match="train.amp: 'bf16' was asked for"):
+        amp_dtype(TrainSpec(amp="bf16"), cuda)
