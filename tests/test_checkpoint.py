@@ -252,3 +252,35 @@ def test_keep_checkpoints_and_save_models(tmp_path: Path, engine: str) -> None:
     head.load_state_dict(saved["head"])
     assert float(head.current_scale) == pytest.approx(
         json.loads(record.read_text())["metrics"]["final_s"], rel=0.05)
+
+
+class Raises(RecordingReporter):
+    """Raises `error` at the first report past `step`."""
+
+    def __init__(self, step: int, error: BaseException) -> None:
+        super().__init__()
+        self.step, self.error = step, error
+
+    def report(self, step, metrics) -> None:
+        if step > self.step:
+            raise self.error
+        super().report(step, metrics)
+
+
+def test_a_failed_trial_loses_its_checkpoint_an_interrupted_one_keeps_it(tmp_path) -> None:
+    from adastudy import store
+    from adastudy.backends import record_key
+    from adastudy.backends.sweep import CHECKPOINTS_DIR, TrialRunner
+
+    spec = trial()
+    runner = TrialRunner(tmp_path)
+    folder = tmp_path / CHECKPOINTS_DIR / store.record_name(record_key(spec)).removesuffix(
+        ".json")
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C: no record, the checkpoint stays
+        runner.execute(spec, Raises(7, KeyboardInterrupt()), None)
+    assert store.read_trial_record(tmp_path, record_key(spec)) is None
+    assert (folder / checkpoint.FILE).is_file() and not runner.in_trial
+    assert runner.execute(spec, Raises(13, ValueError("boom")), None) is None
+    record = store.read_trial_record(tmp_path, record_key(spec))
+    assert record["state"] == "failed" and record["error"] == "ValueError: boom"
+    assert not folder.exists()  # a final state: nothing to resume

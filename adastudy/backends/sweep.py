@@ -280,20 +280,19 @@ class TrialRunner:
         checkpoints = self.run_dir / CHECKPOINTS_DIR / name
         model_file = self.run_dir / MODELS_DIR / f"{name}.pt" if self.options.save_models \
             else None
+        error = None
         try:
             self.in_trial = True
             result = run_trial(trial, reporter, data=data, checkpoint_dir=checkpoints,
                                save_model_to=model_file)
         except Exception as exc:
-            self.in_trial = False
-            self._write(trial_record(
-                trial, None, number=number, started_at=started,
-                error=f"{type(exc).__name__}: {exc}", series=getattr(reporter, "rows", None)))
-            return None
+            result, error = None, f"{type(exc).__name__}: {exc}"
         finally:
-            self.in_trial = False
+            self.in_trial = False  # before the write: Ctrl-C must not cut a record
+        # A trial that raised is a `failed` record; one interrupted (Ctrl-C, a kill) has
+        # none, and keeps its checkpoint to resume from.
         self._write(trial_record(trial, result, number=number, started_at=started,
-                                 series=getattr(reporter, "rows", None)))
+                                 error=error, series=getattr(reporter, "rows", None)))
         if not self.options.keep_checkpoints:  # the record is written: no more use
             shutil.rmtree(checkpoints, ignore_errors=True)
         return result
