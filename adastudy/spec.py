@@ -46,7 +46,9 @@ __all__ = [
     "MAIN_VARIANT",
     "METRIC_CHANCE",
     "STUDY_METRICS",
+    "BACKBONE_NAMES",
     "DATASETS",
+    "FACE_BACKBONES",
     "EMBEDDED_ONLY_METRICS",
     "FILE_DATASETS",
     "SET_METRIC_PREFIX",
@@ -205,11 +207,23 @@ class EvalSet(_Section):
     images: str | None = Field(None, min_length=1)
 
 
+#: The backbones `[model] name` takes (`adastudy.models.BACKBONES` registers each one):
+#: the small models of the embedded data and insightface's face backbones.
+BACKBONE_NAMES = ("mlp", "cnn", "iresnet18", "iresnet34", "iresnet50", "iresnet100",
+                  "mobilefacenet")
+#: The backbones for 112 × 112 aligned faces, whose embedding is 512-d unless set.
+FACE_BACKBONES = ("iresnet18", "iresnet34", "iresnet50", "iresnet100", "mobilefacenet")
+#: insightface's embedding size, the face backbones' default `model.embedding_dim`.
+FACE_EMBEDDING_DIM = 512
+
+
 class ModelSpec(_Section):
     """`[model]`: the backbone ending in an embedding."""
 
-    #: "auto" picks the MLP for feature vectors and the CNN for images.
-    name: Literal["auto", "mlp", "cnn"] = "auto"
+    #: "auto" picks the MLP for feature vectors and the CNN for images; the face
+    #: backbones (`FACE_BACKBONES`) take 3 × 112 × 112 images.
+    name: Literal[("auto", *BACKBONE_NAMES)] = "auto"  # type: ignore[valid-type]
+    #: Default 64, or 512 (insightface's) for the face backbones.
     embedding_dim: int = Field(64, ge=2, le=4096)
     #: MLP hidden widths.
     hidden: tuple[int, ...] = (256, 256)
@@ -221,6 +235,15 @@ class ModelSpec(_Section):
     #: cosines' mean stays near 0) or "none" (the mean drifts; dynamic AdaCos's scale
     #: then loses its fixed point sooner, see `theory.min_stable_effective_dim`).
     embedding_norm: Literal["batchnorm", "none"] = "batchnorm"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _face_embedding_default(cls, values: Any) -> Any:
+        # Only when the key is left out, so a spec that sets it keeps its value (and the
+        # small models' specs their digest).
+        if isinstance(values, dict) and values.get("name") in FACE_BACKBONES:
+            values = {"embedding_dim": FACE_EMBEDDING_DIM, **values}
+        return values
 
     @model_validator(mode="after")
     def _positive_widths(self) -> ModelSpec:
@@ -586,6 +609,10 @@ class StudySpec(_Section):
             given = getattr(variant, key)
             if key == "data" and given.get("name", base.name) != base.name:
                 merged = dict(given)  # another dataset: none of the main one's keys apply
+            elif key == "model" and given.get("name", base.name) != base.name:
+                # Another backbone: the main section's defaults are not carried, so the
+                # new backbone's own (a face backbone's 512-d embedding) apply.
+                merged = {**base.model_dump(exclude_unset=True), **given}
             else:
                 merged = {**base.model_dump(), **given}
             try:

@@ -239,6 +239,8 @@ def _pool(
         out = torch.empty(count, spec.feature_dim, dtype=torch.float32)
     else:
         out = torch.empty(count, 3, spec.image_size, spec.image_size, dtype=torch.float32)
+    if count == 0:  # e.g. data.distractors = 0
+        return out
     numbers = max(HIDDEN, spec.feature_dim) if network is not None else out[0].numel()
     identities_per_chunk = max(1, _CHUNK_NUMBERS // (numbers * per_identity))
     for first in range(0, codes.shape[0], identities_per_chunk):

@@ -1,4 +1,4 @@
-"""Backbones that end in an embedding: an MLP for feature vectors, a small CNN for images.
+"""Small backbones for the embedded datasets: an MLP for feature vectors, a CNN for images.
 
 Both end in a linear layer and, by default, a BatchNorm1d on the embedding (as
 face-recognition backbones do: the "BN-neck" keeps the embedding centred and its scale
@@ -11,9 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from adastudy.errors import ParameterError
-from adastudy.spec import ModelSpec
 
-__all__ = ["MLP", "SmallCNN", "build_backbone"]
+__all__ = ["MLP", "SmallCNN", "make_embedding_norm"]
 
 
 class MLP(nn.Module):
@@ -31,7 +30,7 @@ class MLP(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h
-        layers += [nn.Linear(width, embedding_dim, bias=False), _embedding_norm(
+        layers += [nn.Linear(width, embedding_dim, bias=False), make_embedding_norm(
             embedding_norm, embedding_dim)]
         self.net = nn.Sequential(*layers)
         self.embedding_dim = embedding_dim
@@ -67,7 +66,7 @@ class SmallCNN(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.embed = nn.Sequential(
             nn.Linear(width, embedding_dim, bias=False),
-            _embedding_norm(embedding_norm, embedding_dim),
+            make_embedding_norm(embedding_norm, embedding_dim),
         )
         self.embedding_dim = embedding_dim
 
@@ -76,38 +75,10 @@ class SmallCNN(nn.Module):
         return self.embed(self.dropout(pooled))
 
 
-def _embedding_norm(name: str, embedding_dim: int) -> nn.Module:
-    """What follows the embedding's linear layer (`ModelSpec.embedding_norm`)."""
+def make_embedding_norm(name: str, embedding_dim: int) -> nn.Module:
+    """What follows a backbone's last linear layer (`ModelSpec.embedding_norm`)."""
     if name == "batchnorm":
         return nn.BatchNorm1d(embedding_dim)
     if name == "none":
         return nn.Identity()
     raise ParameterError(f"model.embedding_norm: must be batchnorm or none, got {name!r}")
-
-
-def build_backbone(spec: ModelSpec, input_shape: tuple[int, ...]) -> nn.Module:
-    """The backbone named by `spec` for inputs of `input_shape` ((F,) or (C, H, W)).
-
-    `name = "auto"` picks the MLP for vectors and the CNN for images.
-    """
-    name = spec.name
-    if name == "auto":
-        name = "mlp" if len(input_shape) == 1 else "cnn"
-    if name == "mlp":
-        in_features = 1
-        for size in input_shape:
-            in_features *= size
-        return MLP(in_features, spec.hidden, spec.embedding_dim, spec.dropout,
-                   spec.embedding_norm)
-    if len(input_shape) != 3:
-        raise ParameterError(
-            f"model.name: 'cnn' needs images (channels, H, W), the data gives shape {input_shape}"
-        )
-    side = min(input_shape[1:])
-    if side < 2 ** len(spec.channels):
-        raise ParameterError(
-            f"model.channels: {len(spec.channels)} stages halve {side} px below 1 px; "
-            f"use at most {max(1, side.bit_length() - 1)} stages"
-        )
-    return SmallCNN(input_shape[0], spec.channels, spec.embedding_dim, spec.dropout,
-                    spec.embedding_norm)
