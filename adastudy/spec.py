@@ -144,6 +144,9 @@ class _FaceFiles(_Section):
     val_pairs: int = Field(600, ge=20, le=1_000_000, multiple_of=20)
     #: Seed of the held-out identities and their pairs.
     seed: int = Field(0, ge=0)
+    #: The images `path` holds, for `sweep --dry-run`'s GPU-hours where the files are
+    #: not on this machine (the count on disk wins). Changes no trial: not in the digest.
+    expected_images: int | None = Field(None, ge=1)
 
 
 class RecordIOData(_FaceFiles):
@@ -459,6 +462,10 @@ _LATER_KEYS: dict[tuple[str, str], Any] = {
 }
 
 
+#: Keys that change no trial (hints for the tools around it): never in the digest.
+_UNDIGESTED = (("data", "expected_images"),)
+
+
 def _eval_problem(data: Any, sets: list[str], selection: str, where: str) -> str | None:
     """What is wrong with `[eval]` sets `sets` and `selection` for the `[data]` section
     `data` (found at `where`), as "key: message"; None when nothing is."""
@@ -647,6 +654,10 @@ class StudySpec(_Section):
         for (section, key), default in _LATER_KEYS.items():
             if dumped[section].get(key, default) == default:
                 dumped[section].pop(key, None)
+        for section, key in _UNDIGESTED:
+            dumped[section].pop(key, None)
+            for variant in dumped.get("variants", {}).values():
+                (variant.get(section) or {}).pop(key, None)
         text = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -473,18 +473,22 @@ class Engine(Protocol):
     def resume_args(self) -> str: ...
 
 
-def check_spec(spec: StudySpec, spec_path: Path, engine: Engine) -> None:
+def check_spec(spec: StudySpec, spec_path: Path, engine: Engine, *,
+               dry_run: bool = False) -> None:
     """What every engine checks before its session: the spec names a head to sweep,
     and the devices and data files it asks for exist where the trials run here (a
-    remote cluster's are its own). One-line errors."""
+    remote cluster's are its own). A dry run reads no data file and runs pilot trials
+    only on embedded data, so a study of data on disk is planned on any machine.
+    One-line errors."""
     from adastudy.backends import check_devices
     from adastudy.data import check_paths
 
     if not spec.heads:
         raise ParameterError(f"{spec_path}: heads: the spec names no head to sweep")
     if engine.trials_run_here:
-        check_devices(spec)
-        check_paths(spec)
+        check_devices(spec, pilots_only=dry_run)
+        if not dry_run:
+            check_paths(spec)
 
 
 def run_sweep(spec: StudySpec, spec_path: Path, engine: Engine, *, out: Path | None = None,

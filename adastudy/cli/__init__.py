@@ -518,7 +518,7 @@ def sweep(
     engine = get_engine(_choice(backend), {
         "--workers": workers, "--address": address, "--cpus-per-trial": cpus_per_trial,
         "--gpus-per-trial": gpus_per_trial})
-    check_spec(study, spec_path, engine)
+    check_spec(study, spec_path, engine, dry_run=dry_run)
     if dry_run:
         _print_dry_run(study, engine, out, as_json)
         return
@@ -735,14 +735,46 @@ def _print_dry_run(study: Any, engine: Any, out: Path | None, as_json: bool) -> 
         pilot = found.pilots.get(row.variant)
         table.add_row(row.variant, row.head + (" (tpe)" if row.searched else ""),
                       str(row.trials), str(row.finished),
-                      duration(pilot.trial_s) if pilot and row.trials else "-")
+                      _per_trial(pilot) if pilot and row.trials else "-")
     Console().print(table)
+    for pilot in found.pilots.values():
+        if pilot.basis == "reference":
+            typer.echo(_reference_line(study, pilot))
+    if found.gpu_hours is not None:
+        typer.echo(f"{found.trials} trials to run in {run_dir}: about "
+                   + (f"{found.gpu_hours:,.0f} GPU-hours" if math.isfinite(found.gpu_hours)
+                      else "? GPU-hours (set data.expected_images)")
+                   + " at insightface's published throughput (a reference figure, not "
+                   "measured here)")
+        return
     typer.echo(f"{found.trials} trials to run in {run_dir}"
                + (f" ({found.finished} finished already)" if found.finished else "")
                + f": about {duration(found.wall_s)} with {found.workers} "
                + ("worker" if found.workers == 1 else "workers")
                + " (an estimate from one pilot trial per variant, on this machine; "
                "pruning ends trials sooner)")
+
+
+def _per_trial(pilot: Any) -> str:
+    """A pilot's time per trial: measured here, or GPU-hours from the reference."""
+    if pilot.basis != "reference":
+        return duration(pilot.trial_s)
+    return f"{pilot.trial_s / 3600:.1f} GPU-h" if math.isfinite(pilot.trial_s) else "?"
+
+
+def _reference_line(study: Any, pilot: Any) -> str:
+    """One variant on data on disk: what its per-trial GPU-hours come from."""
+    data, model, train = study.variant_sections(pilot.variant)
+    from adastudy.spec import MAIN_VARIANT
+
+    where = "" if pilot.variant == MAIN_VARIANT else f"variant {pilot.variant}: "
+    if pilot.images is None:
+        return (f"{where}{data.path}: not on this machine and no data.expected_images: "
+                "the GPU-hours need the image count")
+    source = "on disk" if pilot.images_from == "disk" else "data.expected_images"
+    return (f"{where}{model.name}, {pilot.gmacs:.2f} G multiply-adds per image, "
+            f"{train.epochs} epochs x {pilot.images:,} images ({source}): "
+            f"{pilot.trial_s / 3600:.1f} GPU-hours per trial")
 
 
 _NOT_METRICS = ("number", "num_classes", "embedding_dim", "s", "m", "seed")
