@@ -7,6 +7,8 @@ less, a bias or a frozen gain, moves them.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -143,3 +145,24 @@ def test_a_trial_trains_mobilefacenet_on_112_px_images():
     result = run_trial(trial)
     assert result.state == "complete"
     assert 0.0 <= result.metrics["verification_accuracy"] <= 1.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_an_iresnet18_trial_on_cuda_in_bf16_with_channels_last():
+    from adastudy.spec import TrialSpec
+    from adastudy.train import run_trial
+
+    trial = TrialSpec.model_validate({
+        "head": "adacos-dynamic", "seed": 0,
+        "data": {"form": "images", "image_size": 112, "identities": 20,
+                 "images_per_identity": 8, "eval_identities": 10,
+                 "eval_images_per_identity": 4, "val_pairs": 20, "test_pairs": 40,
+                 "distractors": 0},
+        "model": {"name": "iresnet18"},
+        "train": {"epochs": 2, "batch_size": 32, "device": "cuda", "amp": "bf16"},
+    })
+    result = run_trial(trial)
+    assert result.state == "complete"
+    assert math.isfinite(result.metrics["final_loss"])
+    assert math.isfinite(result.metrics["final_s"])

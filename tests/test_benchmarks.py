@@ -34,6 +34,35 @@ def test_loop_benchmark_prints_its_ratio_on_a_tiny_size():
     assert "ratio trial / bare = " in out
 
 
+def test_loop_benchmark_runs_a_face_backbone_for_a_number_of_steps():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "loop.py"), "--model", "mobilefacenet",
+         "--image-size", "112", "--steps", "4", "--batch", "10", "--identities", "10",
+         "--repeats", "1"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert "images (3, 112, 112), model mobilefacenet" in out
+    assert "4 steps" in out and "ratio trial / bare = " in out
+
+
+def test_gpu_check_refuses_a_python_without_cuda_in_one_line():
+    import os
+
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: gpu_check.sh would run")
+    done = subprocess.run(
+        [str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"gpu_check: no CUDA GPU visible to {sys.executable} (torch {torch.__version__})"]
+    assert done.stdout == ""
+
+
 def test_the_sweep_scale_benchmark_prints_the_overhead_and_its_growth_on_tiny_sizes():
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "sweep_scale.py"), "--sizes", "8", "16",
