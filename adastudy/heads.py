@@ -121,6 +121,11 @@ class CosineHead(nn.Module):
         # with the model in its state_dict.
         self.register_buffer("current_scale", torch.tensor(float(s), dtype=torch.float32))
         self.track_statistics = True
+        #: Under `torch.distributed`: every rank's batch has the same number of rows (the
+        #: trainer's shards do). θ_med is then the exact median of the global batch,
+        #: gathered from every rank; otherwise the mean of the ranks' medians (rows of
+        #: unknown count cannot be gathered without the host learning the counts).
+        self.equal_rank_batches = False
         #: The last training batch's statistics in the order of `STATISTICS`, as one
         #: float32 device tensor: a training loop copies it with a single op per step.
         self.statistics_vector: Tensor | None = None
@@ -255,13 +260,21 @@ class CosineHead(nn.Module):
         # The slope of the scale update (one more pass) only where the scale moves.
         ln_b, tilted = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim),
                                           tilted=self.adaptive)
+        theta_valid = theta.masked_fill(invalid, math.nan)
+        ln_b_valid = ln_b.masked_fill(invalid, -math.inf)
+        count = valid.sum().to(sim.dtype)
+        if _distributed():  # the global batch's geometry: every rank holds the same
+            theta_med, ln_b_sum, count = _global_geometry(
+                theta_valid, ln_b_valid, count, self.equal_rank_batches)
+        else:
+            theta_med, ln_b_sum = theta_valid.nanmedian(), ln_b_valid.logsumexp(dim=0)
         return _BatchGeometry(
             cos_target=cos_target,
             theta_rad=theta,
-            theta_med_rad=theta.masked_fill(invalid, math.nan).nanmedian(),
+            theta_med_rad=theta_med,
             ln_b=ln_b,
-            ln_b_sum=ln_b.masked_fill(invalid, -math.inf).logsumexp(dim=0),
-            count=valid.sum().to(sim.dtype),
+            ln_b_sum=ln_b_sum,
+            count=count,
             tilted_cos=tilted,
         )
 
@@ -286,7 +299,19 @@ class CosineHead(nn.Module):
         p_target = torch.sigmoid(new_target * scale - ln_b)
         cos_mean, cos_square = self.nontarget_cosine_moments(embeddings, sim, batch.cos_target)
         per_row = torch.stack([batch.theta_rad, cos_mean, cos_square, p_target])
-        theta_mean, mu, second, p_target_mean = (per_row @ (valid / batch.count)).unbind()
+        # d ln B_avg / ds = Σ_i B_i m_i / Σ_i B_i, m_i row i's B-weighted mean cosine
+        # (B_i / Σ B_i with the global batch's sum: each rank's rows add their share).
+        weights = torch.exp(batch.ln_b - batch.ln_b_sum) * valid
+        if _distributed():
+            tilt = (weights @ batch.tilted_cos).view(1) if batch.tilted_cos is not None \
+                else weights.new_zeros(1)
+            sums = torch.cat([per_row @ valid.to(per_row.dtype), tilt])
+            torch.distributed.all_reduce(sums)
+            theta_mean, mu, second, p_target_mean = (sums[:4] / batch.count).unbind()
+            weighted_tilt = sums[4]
+        else:
+            theta_mean, mu, second, p_target_mean = (per_row @ (valid / batch.count)).unbind()
+            weighted_tilt = weights @ batch.tilted_cos if batch.tilted_cos is not None else None
         ln_b_avg = batch.ln_b_sum - batch.count.log()
         var = (second - mu * mu).clamp(min=0.0)  # pooled over (i, k ≠ y_i)
         # d_eff / d_eff_min with d_eff_min = 2 k² ln(C-1) / (1 - k μ)², k = 1 / cos(min(π/4,
@@ -294,9 +319,7 @@ class CosineHead(nn.Module):
         cos_k = torch.cos(batch.theta_med_rad.clamp(max=math.pi / 4))
         slack = (1.0 - mu / cos_k).clamp(min=0.0)
         margin = slack * slack * cos_k * cos_k * self._inv_ln_c_minus_1 / (2.0 * var)
-        # d ln B_avg / ds = Σ_i B_i m_i / Σ_i B_i, m_i row i's B-weighted mean cosine.
-        weights = torch.exp(batch.ln_b - batch.ln_b_sum) * valid
-        slope = (weights @ batch.tilted_cos) / cos_k if batch.tilted_cos is not None \
+        slope = weighted_tilt / cos_k if batch.tilted_cos is not None \
             else torch.full_like(mu, math.nan)
         return torch.stack([
             scale, batch.theta_med_rad, theta_mean, mu, p_target_mean,
@@ -420,7 +443,8 @@ class AdaCosDynamicHead(CosineHead):
     and the batch's logits use s(t). The median is the lower median of the rows with a
     label (`torch.median`'s convention, as in the reference implementations). No gradient
     flows through s. Under `torch.distributed`, B_avg is the mean over the global batch,
-    θ_med the mean of the ranks' medians, and rank 0's s is broadcast so every rank holds
+    θ_med its median (with `equal_rank_batches`; else the mean of the ranks' medians),
+    the statistics are the global batch's, and rank 0's s is broadcast so every rank holds
     bit-identical scales.
     """
 
@@ -436,9 +460,8 @@ class AdaCosDynamicHead(CosineHead):
         return f"{super().extra_repr()}, s0={fixed_scale(self.num_classes):.4f}"
 
     def next_scale(self, batch: _BatchGeometry, previous_scale: Tensor) -> Tensor:
-        ln_b_sum, count, theta_med = _all_reduce_batch(
-            batch.ln_b_sum, batch.count, batch.theta_med_rad
-        )
+        # The batch's geometry is the global batch's under torch.distributed (_measure).
+        ln_b_sum, count, theta_med = batch.ln_b_sum, batch.count, batch.theta_med_rad
         new = (ln_b_sum - count.log()) / torch.cos(theta_med.clamp(max=math.pi / 4))
         # A batch with no labelled row keeps the previous scale (no host sync to test it).
         new = torch.where(count > 0, new, previous_scale)
@@ -449,25 +472,37 @@ class AdaCosDynamicHead(CosineHead):
         return new
 
 
-def _all_reduce_batch(
-    ln_sum_b: Tensor, count: Tensor, theta_med: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Global-batch ln Σ B_i, row count and mean of the ranks' θ_med (local if not distributed)."""
+def _distributed() -> bool:
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return ln_sum_b, count, theta_med
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _global_geometry(
+    theta_valid: Tensor, ln_b_valid: Tensor, count: Tensor, equal_batches: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """θ_med, ln Σ_i B_i and the row count of the global batch, from this rank's rows
+    (θ NaN and ln B_i −inf where a row has no label); the same on every rank."""
+    dist = torch.distributed
     # ln Σ_r exp(a_r) = M + ln Σ_r exp(a_r − M) with M the global max: no overflow.
-    top = ln_sum_b.clone()
+    local = ln_b_valid.logsumexp(dim=0)
+    top = local.clone()
     dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # no row anywhere
+    local_median = theta_valid.nanmedian()
+    has_rows = (count > 0).to(count.dtype)
     packed = torch.stack([
-        torch.exp(ln_sum_b - top).nan_to_num(0.0),
-        count,
-        torch.where(count > 0, theta_med, torch.zeros_like(theta_med)),
-        (count > 0).to(count.dtype),
+        torch.exp(local - top), count,
+        torch.where(count > 0, local_median, torch.zeros_like(local_median)), has_rows,
     ])
-    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
-    sum_exp, total, theta_sum, ranks_with_rows = packed.unbind()
-    return top + torch.log(sum_exp), total, theta_sum / ranks_with_rows
+    dist.all_reduce(packed)
+    sum_exp, total, median_sum, ranks_with_rows = packed.unbind()
+    if equal_batches:  # the exact lower median of every rank's rows
+        gathered = [torch.empty_like(theta_valid) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, theta_valid)
+        theta_med = torch.cat(gathered).nanmedian()
+    else:
+        theta_med = median_sum / ranks_with_rows
+    return theta_med, top + torch.log(sum_exp), total
 
 
 class SoftmaxHead(CosineHead):

@@ -466,3 +466,52 @@ def test_dynamic_scale_is_identical_across_ranks_and_uses_the_global_batch(tmp_p
                                          for i, c in enumerate(r["y"].tolist())]))
         s = math.log(b_total / rows) / math.cos(min(math.pi / 4, sum(medians) / 2))
     assert results[0]["scale"].item() == pytest.approx(s, rel=1e-5)
+
+
+def _equal_shard_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    try:
+        out = {}
+        for name in HEAD_NAMES:
+            head = make(name, num_classes=30, dim=6, seed=0)
+            head.equal_rank_batches = True
+            steps = []
+            for step in range(3):
+                x, y = batch(num_classes=30, dim=6, n=8, seed=100 + step)
+                if step == 1:
+                    y = y.clone()
+                    y[rank * 7] = -1  # an unlabelled row in each rank's shard
+                shard = slice(rank * 4, (rank + 1) * 4)
+                logits = head(x[shard], y[shard])
+                steps.append((head.statistics_vector.clone(), logits.detach().clone()))
+            out[name] = steps
+        torch.save(out, f"{out_dir}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_with_equal_shards_every_statistic_is_the_global_batchs(tmp_path):
+    """Two gloo ranks holding halves of each batch: the same scale and statistics, on
+    every rank, as one process holding the whole batch (θ_med the exact median)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_equal_shard_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for name in HEAD_NAMES:
+        head = make(name, num_classes=30, dim=6, seed=0)
+        for step in range(3):
+            x, y = batch(num_classes=30, dim=6, n=8, seed=100 + step)
+            if step == 1:
+                y = y.clone()
+                y[0] = y[7] = -1  # rank 0's first row, rank 1's last
+            logits = head(x, y)
+            whole = head.statistics_vector
+            for r, shard in ((0, slice(0, 4)), (1, slice(4, 8))):
+                stats, rank_logits = ranks[r][name][step]
+                torch.testing.assert_close(stats, whole, rtol=1e-5, atol=1e-6,
+                                           equal_nan=True, msg=f"{name} step {step}")
+                torch.testing.assert_close(rank_logits, logits.detach()[shard],
+                                           rtol=1e-6, atol=1e-6)
