@@ -278,6 +278,10 @@ class TrainSpec(_Section):
     #: Report the first step at which θ_med falls below each of these angles.
     theta_levels_deg: tuple[float, ...] = (60.0, 45.0, 30.0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Train one trial on this many devices with DistributedDataParallel (one GPU per
+    #: rank on CUDA, processes on the CPU): each rank takes batch_size / devices rows of
+    #: every batch, and the result equals the 1-device trial's (`adastudy.distributed`).
+    devices: int = Field(1, ge=1, le=64)
     #: Mixed precision on CUDA (the head's math stays float32): "bf16", "fp16" (with a
     #: gradient scaler) or "none"; true (the default): bf16 where the GPU supports it,
     #: else fp16; false: "none". Nothing changes on the CPU.
@@ -301,6 +305,9 @@ class TrainSpec(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> TrainSpec:
+        if self.batch_size % self.devices:
+            raise ValueError(f"batch_size: {self.batch_size} does not split into "
+                             f"train.devices = {self.devices} equal shards")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(
                 f"warmup_epochs: must be < epochs ({self.epochs}), got {self.warmup_epochs:g}"
@@ -458,6 +465,7 @@ _LATER_KEYS: dict[tuple[str, str], Any] = {
     ("model", "embedding_norm"): "batchnorm",
     ("train", "adacos_scale_max"): None,
     ("train", "checkpoint_every"): None,
+    ("train", "devices"): 1,
     ("train", "stability_stop_windows"): None,
 }
 

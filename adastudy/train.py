@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adastudy import checkpoint, evaluate
+from adastudy import checkpoint, distributed, evaluate
 from adastudy.data import PairSet, TrialData, build_trial_data
 from adastudy.errors import ParameterError
 from adastudy.heads import STATISTICS, build_head, check_head_params
@@ -296,8 +296,13 @@ class _LogWindow:
     `diverged_reason` and `diverged_by` say where, why and how it was found.
     """
 
-    def __init__(self, train: TrainSpec, guards: _ScaleGuards, device: torch.device) -> None:
+    def __init__(self, train: TrainSpec, guards: _ScaleGuards, device: torch.device,
+                 world: int = 1) -> None:
         self.rows = torch.empty(train.log_every, len(_COLUMNS), device=device)
+        #: Ranks of the trial: the loss and the correct counts are summed over them at
+        #: each close (the statistics are the global batch's already), so every rank
+        #: reads the same window and they diverge, or not, together.
+        self.world = world
         self.levels_deg = train.theta_levels_deg
         self.first_below: dict[str, int | None] = {f"{d:g}": None for d in self.levels_deg}
         self.guards = guards
@@ -325,6 +330,12 @@ class _LogWindow:
         """Read the window that ended at `step`; its means, or None when it was empty."""
         if not self.steps:
             return None
+        if self.world > 1:
+            block = self.rows[: self.steps]
+            summed = block[:, [0, -1]].contiguous()
+            torch.distributed.all_reduce(summed)
+            block[:, 0] = summed[:, 0] / self.world  # the mean of equal shards' means
+            block[:, -1] = summed[:, 1]
         values = self.rows[: self.steps].tolist()
         elapsed = time.perf_counter() - self.started
         self.train_time_s += elapsed
@@ -391,13 +402,22 @@ def run_trial(
             (`checkpoint.save_model`); None: nowhere.
 
     A non-finite loss or scale ends the trial as "diverged", with its step and reason.
+    With `train.devices = N > 1` this process becomes rank 0 of N and starts the others
+    (`adastudy.distributed`); only rank 0 reports, writes and evaluates.
     """
+    ranks = distributed.current()
+    if spec.train.devices > 1 and ranks.world == 1:
+        with distributed.start_ranks(spec, checkpoint_dir):
+            return run_trial(spec, reporter, data=data, progress=progress,
+                             checkpoint_dir=checkpoint_dir, save_model_to=save_model_to)
     reports = _ReportLog(reporter or RecordingReporter())
     train = spec.train
-    device = choose_device(train.device)
+    device = (distributed.rank_device(spec, ranks.rank) if ranks.world > 1
+              else choose_device(train.device))
     started = time.perf_counter()
     data = data if data is not None else build_trial_data(spec)
     source = data.source
+    shard = (ranks.rank, ranks.world)
 
     # -- set-up: model, head, optimiser, schedule, precision ----------------------------
     torch.manual_seed(spec.seed)  # model and head initialisation, dropout
@@ -412,6 +432,9 @@ def run_trial(
     head = build_head(
         spec.head, source.num_classes, spec.model.embedding_dim, **spec.head_params()
     ).to(device)
+    if ranks.world > 1:  # BatchNorm and the head's statistics over the global batch
+        model = distributed.sync_batchnorm(model, device)
+        head.equal_rank_batches = source.exact_batches
     guards = _ScaleGuards(train, head)
     params = [*model.parameters(), *head.parameters()]
     optimizer = make_optimizer(params, train)
@@ -427,8 +450,16 @@ def run_trial(
         if precision is not None else contextlib.nullcontext
     )
     scaler = torch.amp.GradScaler("cuda") if precision == torch.float16 else None
+
+    def forward(x: Tensor, y: Tensor) -> Tensor:
+        with autocast():
+            embeddings = model(x)
+        return head(embeddings, y)  # the head runs its math in float32
+
+    if ranks.world > 1:  # DDP averages the gradients of model and head over the ranks
+        forward = distributed.data_parallel(model, head, forward, device)
     flip = train.flip_eval and data.flippable
-    window = _LogWindow(train, guards, device)
+    window = _LogWindow(train, guards, device, ranks.world)
     start_epoch, step, val_accuracy = 0, 0, float("nan")
     every = train.checkpoint_every
     digest = checkpoint.trial_digest(spec) if checkpoint_dir is not None else ""
@@ -486,12 +517,10 @@ def run_trial(
     head.train()
     for epoch in range(start_epoch, train.epochs):
         epoch_started = time.perf_counter()
-        for x, y in source.batches(train.batch_size, spec.seed, epoch, device):
+        for x, y in source.batches(train.batch_size, spec.seed, epoch, device, shard):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast():
-                embeddings = model(x)
-            logits = head(embeddings, y)  # the head runs its math in float32
+            logits = forward(x, y)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
@@ -507,7 +536,7 @@ def run_trial(
                 torch.cat([loss.detach().view(1), head.statistics_vector, correct.view(1)],
                           out=window.row())
             step += 1
-            window.add(y.shape[0])
+            window.add(y.shape[0] * ranks.world)
             if window.full() and not report(step):
                 state = "diverged"
                 break
@@ -518,23 +547,29 @@ def run_trial(
             break
         last_epoch = epoch + 1 == train.epochs
         if (train.eval_every and (epoch + 1) % train.eval_every == 0) or last_epoch:
-            val_accuracy = _validation_accuracy(model, data, flip)
-            reports.report(step, {"val_accuracy": val_accuracy, "epoch": epoch + 1})
-            model.train()
-            if not last_epoch and reports.should_stop():
+            stop = False
+            if ranks.lead:  # the other ranks wait for its decision
+                val_accuracy = _validation_accuracy(model, data, flip)
+                reports.report(step, {"val_accuracy": val_accuracy, "epoch": epoch + 1})
+                model.train()
+                stop = not last_epoch and reports.should_stop()
+            if ranks.world > 1 and not last_epoch:
+                stop = distributed.lead_decides(stop, device)
+            if stop:
                 state = "pruned"
                 break
         if every is None:  # decided by the first epoch this process trains
             slow = time.perf_counter() - epoch_started > AUTO_CHECKPOINT_EPOCH_S
             every = 1 if slow else 0
-        if checkpoint_dir is not None and every and not last_epoch and (epoch + 1) % every == 0:
+        if (checkpoint_dir is not None and ranks.lead and every and not last_epoch
+                and (epoch + 1) % every == 0):
             save_checkpoint(epoch + 1)
 
     # -- the final evaluation -----------------------------------------------------------
     skip = ("lr", "samples_per_s")
     metrics = {f"final_{k}": v for k, v in window.last.items() if k not in skip}
     metrics["val_accuracy"] = val_accuracy
-    if state == "complete":
+    if state == "complete" and ranks.lead:
         metrics.update(_final_metrics(model, data, flip))
         if save_model_to is not None:
             checkpoint.save_model(save_model_to, spec, model, head)

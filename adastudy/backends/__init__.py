@@ -131,22 +131,26 @@ def get_engine(name: str, options: dict[str, Any] | None = None) -> Any:
 
 def check_devices(spec: StudySpec, *, pilots_only: bool = False) -> None:
     """Refuse, before anything is written, a spec whose trials ask for a device this
-    machine lacks (`train.device = "cuda"` without CUDA): each trial would fail. For the
+    machine lacks (`train.device = "cuda"` without CUDA, more `train.devices` than
+    GPUs): each trial would fail. For the
     engines that run trials on this machine (serial, Optuna, a local Ray). With
     `pilots_only` (a dry run), only the variants whose pilot trial runs here: those on
     data on disk are estimated without one (`dryrun`)."""
     import torch
 
+    from adastudy.distributed import devices_problem
     from adastudy.spec import FILE_DATASETS, MAIN_VARIANT
 
     for name in spec.variant_names():
         data, _, train = spec.variant_sections(name)
         if pilots_only and data.name in FILE_DATASETS:
             continue
+        where = "" if name == MAIN_VARIANT else f" (variant {name})"
         if train.device == "cuda" and not torch.cuda.is_available():
-            where = "" if name == MAIN_VARIANT else f" (variant {name})"
             raise ParameterError(f"train.device{where}: 'cuda' was asked for, but CUDA is "
                                  "not available on this machine")
+        if (problem := devices_problem(train)) is not None:
+            raise ParameterError(f"train.devices{where}: {problem}")
 
 
 def start_manifest(

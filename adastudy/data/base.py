@@ -49,8 +49,11 @@ class TrainSource(Protocol):
     batches `(inputs, labels)` on `device` (inputs float, ready for the model; labels
     int64 in [0, num_classes)), every sample at most once per epoch and the last partial
     batch dropped (BatchNorm needs more than one sample). The same (seed, epoch) gives
-    the same batches, whatever was asked before. `corrupt` counts the samples skipped
-    so far because they could not be read (always 0 for data in memory).
+    the same batches, whatever was asked before. With `shard = (rank, ranks)` each batch
+    is rank `rank`'s slice of that global batch (rows rank·B/ranks … (rank+1)·B/ranks;
+    B a multiple of `ranks`). `corrupt` counts the samples skipped so far because they
+    could not be read (always 0 for data in memory); `exact_batches` says no batch ever
+    loses a row (so the ranks' slices are always the same size).
     """
 
     num_classes: int
@@ -61,11 +64,27 @@ class TrainSource(Protocol):
     def steps_per_epoch(self, batch_size: int) -> int: ...
 
     def batches(
-        self, batch_size: int, seed: int, epoch: int, device: torch.device
+        self, batch_size: int, seed: int, epoch: int, device: torch.device,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
     @property
     def corrupt(self) -> int: ...
+
+    @property
+    def exact_batches(self) -> bool: ...
+
+
+def shard_rows(batch: int, shard: tuple[int, int]) -> slice:
+    """The rows of a global batch of `batch` that rank `shard[0]` of `shard[1]` takes."""
+    rank, ranks = shard
+    if batch % ranks:
+        from adastudy.errors import ParameterError
+
+        raise ParameterError(f"train.devices: a batch of {batch} does not split into "
+                             f"{ranks} equal shards")
+    per_rank = batch // ranks
+    return slice(rank * per_rank, (rank + 1) * per_rank)
 
 
 class TensorSource:
@@ -77,6 +96,7 @@ class TensorSource:
     """
 
     corrupt = 0
+    exact_batches = True
 
     def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
         self.inputs = inputs
@@ -102,15 +122,17 @@ class TensorSource:
         return torch.randperm(len(self), generator=generator)
 
     def batches(
-        self, batch_size: int, seed: int, epoch: int, device: torch.device
+        self, batch_size: int, seed: int, epoch: int, device: torch.device,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if device not in self._on:
             self._on = {device: (self.inputs.to(device), self.labels.to(device))}
         inputs, labels = self._on[device]
         batch = min(batch_size, len(self))
+        rows = shard_rows(batch, shard)
         order = self._order(seed, epoch).to(device)
         for b in range(self.steps_per_epoch(batch_size)):
-            index = order[b * batch : (b + 1) * batch]
+            index = order[b * batch : (b + 1) * batch][rows]
             yield inputs[index], labels[index]
 
 

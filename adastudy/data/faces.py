@@ -35,7 +35,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from adastudy.data import pairs
-from adastudy.data.base import DataError, PairSet, TrialData, normalize_images
+from adastudy.data.base import DataError, PairSet, TrialData, normalize_images, shard_rows
 from adastudy.data.folders import ImageFolder, read_pairs_txt
 from adastudy.data.images import decode_image
 from adastudy.data.recordio import RecordIOReader
@@ -179,10 +179,12 @@ class _EpochBatches(Sampler):
     """The batches of one epoch as lists of `(index, flip)`: a permutation and the flips
     drawn from (seed, epoch) in the trial's process; the last partial batch dropped."""
 
-    def __init__(self, count: int, batch_size: int, flip: bool) -> None:
+    def __init__(self, count: int, batch_size: int, flip: bool,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         self.count = count
         self.batch_size = batch_size
         self.flip = flip
+        self.rows = shard_rows(batch_size, shard)  # this rank's slice of each batch
         self.seed = 0
         self.epoch = 0
 
@@ -194,7 +196,7 @@ class _EpochBatches(Sampler):
         size = self.batch_size
         for b in range(len(self)):
             chosen = slice(b * size, (b + 1) * size)
-            yield list(zip(order[chosen], flips[chosen], strict=True))
+            yield list(zip(order[chosen], flips[chosen], strict=True))[self.rows]
 
     def __len__(self) -> int:
         return self.count // self.batch_size
@@ -229,7 +231,8 @@ class LoaderSource:
         self.max_corrupt = max_corrupt
         self.where = where
         self._bad: dict[int, str] = {}
-        self._loaders: dict[tuple[int, bool], tuple[DataLoader, _EpochBatches]] = {}
+        self._loaders: dict[tuple[int, bool, tuple[int, int]],
+                            tuple[DataLoader, _EpochBatches]] = {}
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -241,10 +244,14 @@ class LoaderSource:
     def corrupt(self) -> int:
         return len(self._bad)
 
-    def _loader(self, batch_size: int, pin: bool) -> tuple[DataLoader, _EpochBatches]:
-        key = (batch_size, pin)
+    #: A corrupt sample leaves its batch a row short.
+    exact_batches = False
+
+    def _loader(self, batch_size: int, pin: bool, shard: tuple[int, int]
+                ) -> tuple[DataLoader, _EpochBatches]:
+        key = (batch_size, pin, shard)
         if key not in self._loaders:
-            sampler = _EpochBatches(len(self), batch_size, self.flip)
+            sampler = _EpochBatches(len(self), batch_size, self.flip, shard)
             loader = DataLoader(
                 self.dataset, batch_sampler=sampler, num_workers=self.workers,
                 collate_fn=_collate, pin_memory=pin, worker_init_fn=_seed_worker,
@@ -258,15 +265,18 @@ class LoaderSource:
         return self._loaders[key]
 
     def batches(
-        self, batch_size: int, seed: int, epoch: int, device: torch.device
+        self, batch_size: int, seed: int, epoch: int, device: torch.device,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batch = min(batch_size, len(self))
-        loader, sampler = self._loader(batch, device.type == "cuda")
+        loader, sampler = self._loader(batch, device.type == "cuda", shard)
         sampler.seed, sampler.epoch = seed, epoch
         for images, classes, errors in loader:
             for index, message in errors:
                 self._note(index, message)
-            if images.shape[0] < 2:  # BatchNorm needs two samples
+            # BatchNorm needs two samples; the ranks of one trial step together, so a
+            # rank's short slice still steps (its BatchNorm counts every rank's rows).
+            if images.shape[0] < 2 and shard[1] == 1:
                 continue
             x = normalize_images(images.to(device, non_blocking=True))
             yield x, classes.to(device, non_blocking=True)

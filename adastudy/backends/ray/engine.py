@@ -43,8 +43,9 @@ REFUSALS = {"--workers": "the ray backend runs as many trials at once as the clu
 class RayEngine:
     """Sweeps on Ray Tune, on a local Ray (`address` None) or a cluster ("auto",
     "HOST:PORT"). Each trial holds `cpus_per_trial` CPUs (and as many torch threads,
-    at least 1) and `gpus_per_trial` GPUs; a trial whose worker dies is tried
-    `max_failures` more times."""
+    at least 1) and `gpus_per_trial` GPUs, times `train.devices` for a trial of
+    several ranks (one bundle: they run on one node); a trial whose worker dies is
+    tried `max_failures` more times."""
 
     name = "ray"
     slots = 1  # unknown before the session: the cluster decides
@@ -55,6 +56,7 @@ class RayEngine:
         self.address = address
         self.cpus_per_trial = cpus_per_trial
         self.gpus_per_trial = gpus_per_trial
+        self.ranks = 1  # the study's largest train.devices, set by `session`
         self.max_failures = max_failures
         self.capacity = 1
 
@@ -70,16 +72,20 @@ class RayEngine:
 
     @contextlib.contextmanager
     def session(self, spec: StudySpec) -> Iterator[dict[str, Any]]:
+        # A trial of train.devices = N ranks holds N times the resources of one, as one
+        # bundle (its ranks are processes it starts on its machine).
+        self.ranks = max(spec.variant_sections(v)[2].devices for v in spec.variant_names())
         with ray_session(self.address) as where:
-            cluster = check_cluster_fits(self.cpus_per_trial, self.gpus_per_trial)
+            cluster = check_cluster_fits(self.cpus_per_trial, self.gpus_per_trial,
+                                         self.ranks)
             # Trials at once: the TPE experiments ask no more configurations than this.
-            fits = [cluster["CPU"] / self.cpus_per_trial]
+            fits = [cluster["CPU"] / (self.cpus_per_trial * self.ranks)]
             if self.gpus_per_trial > 0:
-                fits.append(cluster["GPU"] / self.gpus_per_trial)
+                fits.append(cluster["GPU"] / (self.gpus_per_trial * self.ranks))
             self.capacity = max(1, int(min(fits)))
             yield {"ray": ray.__version__, "address": where, "cluster": cluster,
                    "cpus_per_trial": self.cpus_per_trial,
-                   "gpus_per_trial": self.gpus_per_trial}
+                   "gpus_per_trial": self.gpus_per_trial, "ranks_per_trial": self.ranks}
 
     def resume_args(self) -> str:
         args = " --backend ray"
@@ -94,7 +100,8 @@ class RayEngine:
     def run(self, ctx: SweepContext) -> bool:
         """The grid, then each searched head; True after Ctrl-C."""
         job = Job(spec_json=ctx.spec.model_dump_json(), run_dir=str(ctx.run_dir),
-                  threads=max(1, int(self.cpus_per_trial)), board=board_name(ctx.run_dir),
+                  threads=max(1, int(self.cpus_per_trial * self.ranks)),
+                  board=board_name(ctx.run_dir),
                   options=ctx.options)
         board = PruningBoard.options(name=job.board, get_if_exists=True).remote()
         lock = threading.Lock()
@@ -124,8 +131,8 @@ class RayEngine:
     # ------------------------------------------------------------------ experiments
 
     def _trainable(self, trainable: Any) -> Any:
-        return tune.with_resources(trainable, {"cpu": self.cpus_per_trial,
-                                               "gpu": self.gpus_per_trial})
+        return tune.with_resources(trainable, {"cpu": self.cpus_per_trial * self.ranks,
+                                               "gpu": self.gpus_per_trial * self.ranks})
 
     def _run_config(self, ctx: SweepContext, name: str, label: str) -> tune.RunConfig:
         return tune.RunConfig(

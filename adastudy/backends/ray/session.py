@@ -165,26 +165,35 @@ def check_request(cpus_per_trial: float, gpus_per_trial: float) -> None:
         )
 
 
-def check_cluster_fits(cpus_per_trial: float, gpus_per_trial: float) -> dict[str, float]:
+def check_cluster_fits(cpus_per_trial: float, gpus_per_trial: float,
+                       ranks: int = 1) -> dict[str, float]:
     """The cluster's total resources, after checking that one node can hold a trial
-    (Tune would otherwise wait for ever)."""
+    of `ranks` ranks, each with the resources asked per trial (Tune would otherwise
+    wait for ever): a trial's ranks are processes on one machine."""
+    if ranks > 1:
+        what = f"train.devices = {ranks} ranks x --%s-per-trial %g"
+        cpu_label, gpu_label = what % ("cpus", cpus_per_trial), what % ("gpus", gpus_per_trial)
+        cpus_per_trial, gpus_per_trial = cpus_per_trial * ranks, gpus_per_trial * ranks
+    else:
+        cpu_label = f"--cpus-per-trial {cpus_per_trial:g}"
+        gpu_label = f"--gpus-per-trial {gpus_per_trial:g}"
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     total = ray.cluster_resources()
     most_gpus = max((node.get("GPU", 0.0) for node in nodes), default=0.0)
     most_cpus = max((node.get("CPU", 0.0) for node in nodes), default=0.0)
     if gpus_per_trial > 0 and most_gpus == 0:
         raise RayClusterError(
-            f"--gpus-per-trial {gpus_per_trial:g}: the Ray cluster has no GPU; "
+            f"{gpu_label}: the Ray cluster has no GPU; "
             "leave the option out to train on CPUs"
         )
     if gpus_per_trial > most_gpus:
         raise RayClusterError(
-            f"--gpus-per-trial {gpus_per_trial:g}: no node of the Ray cluster has that many "
+            f"{gpu_label}: no node of the Ray cluster has that many "
             f"GPUs (at most {most_gpus:g})"
         )
     if cpus_per_trial > most_cpus:
         raise RayClusterError(
-            f"--cpus-per-trial {cpus_per_trial:g}: no node of the Ray cluster has that many "
+            f"{cpu_label}: no node of the Ray cluster has that many "
             f"CPUs (at most {most_cpus:g})"
         )
     return {"CPU": total.get("CPU", 0.0), "GPU": total.get("GPU", 0.0), "nodes": len(nodes)}
