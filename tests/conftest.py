@@ -43,10 +43,11 @@ def local_ray(kill_dir):
     ray.shutdown()
 
 
-def arm_kill(kill_dir: Path) -> Path:
-    """The next trial to start SIGKILLs its worker; returns the file that says it did."""
+def arm_kill(kill_dir: Path, after_checkpoint: bool = False) -> Path:
+    """The next trial to start (or, `after_checkpoint`, to write a checkpoint) SIGKILLs
+    its worker; returns the file that says it did."""
     (kill_dir / "fired").unlink(missing_ok=True)
-    (kill_dir / "armed").touch()
+    (kill_dir / ("armed_after_checkpoint" if after_checkpoint else "armed")).touch()
     return kill_dir / "fired"
 
 

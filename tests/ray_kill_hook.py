@@ -3,7 +3,8 @@ lets a test SIGKILL the worker of one trial mid-trial, with no hook in adastudy 
 
 The test arms it by creating the file `armed` in the folder named by `ARM_ENV`; the
 first trial to start after that renames it to `fired` (atomic: one worker wins) and
-kills its own process before the trial writes anything.
+kills its own process before the trial writes anything. With `armed_after_checkpoint`
+instead, the first trial to write a checkpoint kills its process just after.
 """
 
 from __future__ import annotations
@@ -30,3 +31,18 @@ def install() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     sweep.TrialRunner.execute = execute
+
+    from adastudy import checkpoint
+
+    original_save = checkpoint.save
+
+    def save(*args, **kwargs):
+        original_save(*args, **kwargs)
+        try:
+            os.rename(os.path.join(folder, "armed_after_checkpoint"),
+                      os.path.join(folder, "fired"))
+        except FileNotFoundError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoint.save = save

@@ -160,10 +160,13 @@ checkpoint_every = 1
 """
 
 
-def sweep(spec_path: Path, out: Path) -> subprocess.Popen:
-    command = [SCRIPT, "sweep", str(spec_path), "--out", str(out), "--backend", "serial"]
+def sweep(spec_path: Path, out: Path, engine: str = "serial") -> subprocess.Popen:
+    command = [SCRIPT, "sweep", str(spec_path), "--out", str(out), "--backend", engine]
+    # Its own process group: the kill takes the sweep and its workers, as a machine's
+    # or a scheduler's would.
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            start_new_session=True)
 
 
 def only_record(out: Path) -> dict:
@@ -176,11 +179,13 @@ def only_record(out: Path) -> dict:
     return record
 
 
-def test_sigkill_mid_trial_then_rerun_resumes_from_the_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["serial", "optuna"])
+def test_sigkill_mid_trial_then_rerun_resumes_from_the_checkpoint(tmp_path: Path,
+                                                                   engine: str) -> None:
     spec_path = tmp_path / "s.toml"
     spec_path.write_text(STUDY.format(epochs=60))
     out = tmp_path / "run"
-    process = sweep(spec_path, out)
+    process = sweep(spec_path, out, engine)
     checkpoints = out / "checkpoints"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -194,11 +199,12 @@ def test_sigkill_mid_trial_then_rerun_resumes_from_the_checkpoint(tmp_path: Path
                 break
         time.sleep(0.05)
     assert process.poll() is None, "the trial finished before it could be killed"
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    time.sleep(0.5)  # the group's other processes go too
     assert not list((out / "trials").glob("*.json"))
     done = subprocess.run([SCRIPT, "sweep", str(spec_path),
-                           "--out", str(out), "--backend", "serial"],
+                           "--out", str(out), "--backend", engine],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     (path,) = (out / "trials").glob("*.json")
@@ -284,3 +290,27 @@ def test_a_failed_trial_loses_its_checkpoint_an_interrupted_one_keeps_it(tmp_pat
     record = store.read_trial_record(tmp_path, record_key(spec))
     assert record["state"] == "failed" and record["error"] == "ValueError: boom"
     assert not folder.exists()  # a final state: nothing to resume
+
+
+@pytest.mark.ray
+def test_a_ray_worker_killed_after_a_checkpoint_is_retried_from_it(local_ray, kill_dir,
+                                                                    tmp_path):
+    """Ray's side of a killed trial: Tune retries the trial, whose runner resumes from
+    the run folder's checkpoint; the record is the uninterrupted trial's."""
+    from conftest import arm_kill
+
+    from adastudy import spec as specs
+    from adastudy.backends import ray as ray_backend
+
+    spec_path = tmp_path / "s.toml"
+    spec_path.write_text(STUDY.format(epochs=4))
+    marker = arm_kill(kill_dir, after_checkpoint=True)
+    summary = ray_backend.run_sweep(specs.load(spec_path), spec_path, out=tmp_path / "run")
+    assert marker.exists()  # killed just after its epoch-1 checkpoint ...
+    assert summary.finished == summary.planned == 1 and summary.problems == []
+    (path,) = (tmp_path / "run" / "trials").glob("*.json")
+    assert json.loads(path.read_text())["resumed_from_epoch"] == 1  # ... and resumed
+    reference = ray_backend.run_sweep(specs.load(spec_path), spec_path,
+                                      out=tmp_path / "reference")
+    assert reference.finished == 1
+    assert only_record(tmp_path / "run") == only_record(tmp_path / "reference")
