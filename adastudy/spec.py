@@ -20,6 +20,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -302,6 +303,12 @@ class TrainSpec(_Section):
     #: no return of the run-away, see `heads.STATISTICS`'s update_slope), instead of
     #: training on until s passes 1e4.
     stability_stop_windows: int | None = Field(None, ge=1, le=10_000)
+    #: Deterministic mode (`--deterministic`): deterministic algorithms only
+    #: (`torch.use_deterministic_algorithms`), cuDNN without autotuning, cuBLAS with a
+    #: fixed workspace, Python's and NumPy's generators seeded too (`train.determinism`).
+    #: It changes how a trial runs, not what it is: not in the spec's digest, and
+    #: recorded in the run's manifest.
+    deterministic: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> TrainSpec:
@@ -349,6 +356,21 @@ def metric_bounds(name: str) -> tuple[float, float] | None:
     return (0.0, 1.0) if any(part in bare for part in _UNIT_INTERVAL) else None
 
 
+def natural_direction(metric: str) -> str | None:
+    """The direction in which `metric` gets better, where it is plain: "minimize" for
+    step counts (``steps_to_theta_med_*``, ``steps``), times, losses and target angles
+    (θ_med, the mean angle); "maximize" for accuracies, rank-1, TAR, the target
+    probability and the throughput; None for the rest (the scale, ln B_avg, ...)."""
+    bare = metric.removeprefix("final_")
+    if (metric.startswith("steps_to_") or "loss" in bare
+            or bare.startswith(("theta_med", "theta_mean"))
+            or metric in ("steps", "epochs", "wall_time_s", "train_time_s", "diverged_step")):
+        return "minimize"
+    if metric_bounds(metric) is not None or metric == "samples_per_s":
+        return "maximize"
+    return None
+
+
 class StudySection(_Section):
     """`[study]`: what the sweep is called, its seeds, and what it ranks trials by."""
 
@@ -389,6 +411,44 @@ class ClaimsSection(_Section):
         if not 0.0 < self.c7_level_deg < 90.0:
             raise ValueError(f"c7_level_deg: must lie in (0, 90) degrees, "
                              f"got {self.c7_level_deg:g}")
+        return self
+
+
+class MetricGate(_Section):
+    """`[reproduce.metrics.<metric>]`: how far a metric may move before it drifts."""
+
+    #: The smallest difference of means that counts, in the metric's units.
+    abs_tol: float | None = Field(None, ge=0.0)
+    #: How many standard errors of the difference count (None: `[reproduce] k`).
+    k: float | None = Field(None, gt=0.0, le=100.0)
+
+
+class ReproduceSection(_Section):
+    """`[reproduce]`: what `adastudy reproduce` re-runs of the study, and its drift
+    gate: a metric drifts when its mean moves by more than
+    max(abs_tol, k · σ_pooled · sqrt(1/n_base + 1/n_new)). How a study is checked, not
+    what it is: never in the digest, so a gate can be retuned without a new baseline."""
+
+    #: The heads, variants and seeds to re-run (None: all the study's; the main
+    #: sections always run, so `variants = []` re-runs them alone).
+    heads: tuple[str, ...] | None = None
+    variants: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    #: Standard errors of the difference a metric may move by (every metric's default).
+    k: float = Field(3.0, gt=0.0, le=100.0)
+    #: Per metric: its `abs_tol` and `k`; a metric named here is compared too.
+    metrics: dict[str, MetricGate] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> ReproduceSection:
+        for key in ("heads", "variants", "seeds"):
+            values = getattr(self, key)
+            if values is not None and not values and key != "variants":
+                raise ValueError(f"{key}: must not be empty (leave it out for all)")
+            if values is not None and len(set(values)) != len(values):
+                raise ValueError(f"{key}: must not repeat values")
+        if any(seed < 0 for seed in self.seeds or ()):
+            raise ValueError("seeds: must be integers >= 0")
         return self
 
 
@@ -470,8 +530,9 @@ _LATER_KEYS: dict[tuple[str, str], Any] = {
 }
 
 
-#: Keys that change no trial (hints for the tools around it): never in the digest.
-_UNDIGESTED = (("data", "expected_images"),)
+#: Keys that change no trial's result (hints for the tools around it, how a trial
+#: runs): never in the digest.
+_UNDIGESTED = (("data", "expected_images"), ("train", "deterministic"))
 
 
 def _eval_problem(data: Any, sets: list[str], selection: str, where: str) -> str | None:
@@ -499,6 +560,8 @@ class StudySpec(_Section):
     train: TrainSpec = TrainSpec()
     variants: dict[str, Variant] = {}
     claims: ClaimsSection = ClaimsSection()
+    #: What `adastudy reproduce` re-runs and its drift gate (not in the digest).
+    reproduce: ReproduceSection = ReproduceSection()
     #: Verification sets scored at the end of every trial, by name (`[eval.<name>]`).
     eval: dict[str, EvalSet] = {}
 
@@ -612,6 +675,59 @@ class StudySpec(_Section):
                                  f"build; {where}.name is {data.name!r}")
         return self
 
+    @model_validator(mode="after")
+    def _check_reproduce(self) -> StudySpec:
+        chosen = self.reproduce
+        for head in chosen.heads or ():
+            if head not in self.heads:
+                raise ValueError(f"reproduce.heads: {head!r} is not one of the study's "
+                                 f"heads ({', '.join(self.heads) or 'none'})")
+        for name in chosen.variants or ():
+            if name == MAIN_VARIANT:
+                raise ValueError(f"reproduce.variants: the main sections always run; name "
+                                 f"only variants ({', '.join(self.variants) or 'none'})")
+            if name not in self.variants:
+                raise ValueError(f"reproduce.variants: no variant {name!r} in the spec "
+                                 f"({', '.join(self.variants) or 'none'})")
+        return self
+
+    def with_determinism(self, on: bool) -> StudySpec:
+        """This study with `train.deterministic = on` in the main sections and every
+        variant (`--deterministic`); the digest does not change."""
+        variants = {name: v.model_copy(update={"train": {**v.train, "deterministic": on}})
+                    if "deterministic" in v.train else v for name, v in self.variants.items()}
+        train = self.train.model_copy(update={"deterministic": on})
+        return self.model_copy(update={"train": train, "variants": variants})
+
+    def subset(self, *, heads: Iterable[str] | None = None,
+               variants: Iterable[str] | None = None, seeds: Iterable[int] | None = None,
+               grids: dict[tuple[str, str], HeadGrid] | None = None) -> StudySpec:
+        """This study with fewer trials: only `heads`, the main sections and only
+        `variants`, only `seeds` (None: all of each). `grids` gives a head in a variant
+        (`(variant, head)`, MAIN_VARIANT for the main sections) another grid, e.g. the
+        values of a few configurations to run again; a searched head given a grid runs
+        as a grid. `adastudy reproduce` runs such subsets; their digest is their own."""
+        keep = [h for h in self.heads if heads is None or h in set(heads)]
+        grids = grids or {}
+        new_heads = {h: grids.get((MAIN_VARIANT, h), self.heads[h]) for h in keep}
+        new_variants = {}
+        for name, variant in self.variants.items():
+            if variants is not None and name not in set(variants):
+                continue
+            runs = [h for h in (variant.heads or self.heads) if h in keep]
+            if not runs:
+                continue
+            own = {h: grids.get((name, h), g) for h, g in variant.grids.items() if h in runs}
+            own.update({h: g for (v, h), g in grids.items() if v == name and h in runs})
+            new_variants[name] = variant.model_copy(update={
+                "heads": tuple(runs) if variant.heads is not None else None, "grids": own})
+        study = self.study.model_copy(
+            update={"seeds": tuple(seeds) if seeds is not None else self.study.seeds})
+        dumped = {**self.model_dump(), "study": study.model_dump(),
+                  "heads": {h: g.model_dump() for h, g in new_heads.items()},
+                  "variants": {n: v.model_dump() for n, v in new_variants.items()}}
+        return StudySpec.model_validate(dumped)
+
     def variant_sections(self, name: str) -> tuple[Any, ModelSpec, TrainSpec]:
         """The data, model and train sections of variant `name` (MAIN_VARIANT: the main
         sections; others: the main sections with the variant's overrides). Raises
@@ -658,6 +774,7 @@ class StudySpec(_Section):
             del dumped["variants"]
         if self.claims == ClaimsSection():  # so do specs written before [claims]
             del dumped["claims"]
+        del dumped["reproduce"]  # how the study is checked, not what it is
         # And so do specs written before a key existed, while it keeps its default.
         for (section, key), default in _LATER_KEYS.items():
             if dumped[section].get(key, default) == default:

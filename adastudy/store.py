@@ -617,14 +617,39 @@ def _torch_devices() -> dict[str, Any]:
                 "error": f"{type(e).__name__}: {e}"}
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux: /proc/cpuinfo), else `platform.processor()`: float
+    results of one program can differ between CPU models (vector units, libraries'
+    kernels), so a reproducibility check must know it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def code_digest() -> str:
+    """SHA-256 over the adastudy package's Python sources (their paths and bytes): tells
+    whether the code that ran differs, with or without git, uncommitted edits included."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def environment() -> dict:
     """What a manifest records about where a run ran; best-effort, never raises.
 
     Keys: python, torch, optuna, ray, numpy, pandas, pyarrow (package versions, read with
     importlib.metadata, so Ray is not imported; "not installed" when absent), platform,
-    hostname, cpu_count, device ({cuda_available, cuda_version, devices: [names]}),
-    git_commit (HEAD of the checkout that holds the adastudy package; None when it is not
-    a git checkout) and git_dirty (tracked files modified; None when unknown).
+    hostname, cpu_count, cpu_model, device ({cuda_available, cuda_version, devices:
+    [names]}), code_digest (`code_digest`), git_commit (HEAD of the checkout that holds
+    the adastudy package; None when it is not a git checkout) and git_dirty (tracked
+    files modified; None when unknown).
     """
     env: dict[str, Any] = {"python": sys.version.split()[0]}
     for dist in ("torch", "optuna", "ray", "numpy", "pandas", "pyarrow"):
@@ -638,7 +663,9 @@ def environment() -> dict:
             env[name] = get()
         except Exception:
             env[name] = None
+    env["cpu_model"] = cpu_model()
     env["device"] = _torch_devices()
+    env["code_digest"] = code_digest()
     root = Path(__file__).resolve().parent.parent
     commit = _git(root, "rev-parse", "HEAD")
     env["git_commit"] = commit

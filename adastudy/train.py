@@ -16,7 +16,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -377,6 +377,57 @@ class _LogWindow:
         return means
 
 
+#: cuBLAS's fixed workspace, which deterministic algorithms need on CUDA >= 10.2
+#: (torch raises without it); set only when the environment does not set it already.
+CUBLAS_WORKSPACE_CONFIG = ":4096:8"
+
+
+def determinism_flags(train: TrainSpec) -> dict[str, Any]:
+    """What a trial of `train` runs under, for the run's manifest: deterministic mode,
+    and what it sets (deterministic algorithms, cuDNN autotuning, cuBLAS's workspace)."""
+    import os
+
+    on = train.deterministic
+    return {"deterministic": on, "use_deterministic_algorithms": on,
+            "cudnn_deterministic": on, "cudnn_benchmark": not on,
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+            or (CUBLAS_WORKSPACE_CONFIG if on else None)}
+
+
+@contextlib.contextmanager
+def determinism(on: bool, seed: int) -> Iterator[None]:
+    """Deterministic mode for one trial (`train.deterministic`), undone afterwards so
+    that the next trial of the process starts as it would alone: torch's deterministic
+    algorithms only (an op without one raises, naming itself), cuDNN deterministic and
+    not autotuned, cuBLAS's fixed workspace, and Python's and NumPy's global generators
+    seeded (adastudy draws from its own seeded generators; this covers user code).
+    On the CPU trials are bit for bit repeatable either way; on CUDA only this is."""
+    if not on:
+        yield
+        return
+    import os
+    import random
+
+    import numpy as np
+
+    cudnn = torch.backends.cudnn
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             cudnn.deterministic, cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
+    torch.use_deterministic_algorithms(True)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        enabled, warn_only, cudnn.deterministic, cudnn.benchmark, workspace = saved
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
 def run_trial(
     spec: TrialSpec,
     reporter: Reporter | None = None,
@@ -403,8 +454,23 @@ def run_trial(
 
     A non-finite loss or scale ends the trial as "diverged", with its step and reason.
     With `train.devices = N > 1` this process becomes rank 0 of N and starts the others
-    (`adastudy.distributed`); only rank 0 reports, writes and evaluates.
+    (`adastudy.distributed`); only rank 0 reports, writes and evaluates. With
+    `train.deterministic` it runs in deterministic mode (`determinism`).
     """
+    with determinism(spec.train.deterministic, spec.seed):
+        return _run_trial(spec, reporter, data=data, progress=progress,
+                          checkpoint_dir=checkpoint_dir, save_model_to=save_model_to)
+
+
+def _run_trial(
+    spec: TrialSpec,
+    reporter: Reporter | None,
+    *,
+    data: TrialData | None,
+    progress: Callable[[int, int], None] | None,
+    checkpoint_dir: Path | None,
+    save_model_to: Path | None,
+) -> TrialResult:
     ranks = distributed.current()
     if spec.train.devices > 1 and ranks.world == 1:
         with distributed.start_ranks(spec, checkpoint_dir):
@@ -427,7 +493,7 @@ def run_trial(
     channels_last = device.type == "cuda" and len(source.input_shape) == 3
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
+    if device.type == "cuda" and not train.deterministic:  # autotuning picks freely
         torch.backends.cudnn.benchmark = True
     head = build_head(
         spec.head, source.num_classes, spec.model.embedding_dim, **spec.head_params()

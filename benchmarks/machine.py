@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 
 
 def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name (from /proc/cpuinfo on Linux), as run manifests record it."""
+    from adastudy.store import cpu_model
+
+    return cpu_model() or platform.machine()

@@ -206,10 +206,16 @@ def test_a_spec_without_variants_keeps_its_digest():
     del dumped["train"]["stability_stop_windows"]
     del dumped["train"]["checkpoint_every"]  # nor before checkpoints
     del dumped["train"]["devices"]  # nor before train.devices
+    del dumped["reproduce"]  # how a study is checked and run is never in it
+    del dumped["train"]["deterministic"]
     expected = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
     assert study.digest() == expected
     with_variant = specs.parse({"train": {"epochs": 3}, "variants": {"v": {}}})
     assert with_variant.digest() != study.digest()
+    gated = specs.parse({"train": {"epochs": 3, "deterministic": True},
+                         "reproduce": {"k": 4.0, "seeds": [0]}})
+    assert gated.digest() == study.digest()
+    assert study.with_determinism(True).digest() == study.digest()
     guarded = specs.parse({"train": {"epochs": 3, "adacos_scale_max": 50.0}})
     assert guarded.digest() != study.digest()
     with_level = specs.parse({"train": {"epochs": 3}, "claims": {"c7_level_deg": 30}})

@@ -156,8 +156,9 @@ def check_devices(spec: StudySpec, *, pilots_only: bool = False) -> None:
 def start_manifest(
     run_dir: Path, spec: StudySpec, spec_path: Path, backend: str, run: dict[str, Any]
 ) -> dict[str, Any]:
-    """Read (or begin) the run folder's manifest, record this machine's environment and
-    a new entry in `runs` (its start, the engine, `run`'s details, the command line),
+    """Read (or begin) the run folder's manifest, record this machine's environment, the
+    determinism flags (`train.determinism_flags`) and a new entry in `runs` (its start,
+    the engine, `run`'s details, the determinism flags, the command line),
     write it, and return it for the engine to close with `ended_at`."""
     from adastudy import store
 
@@ -170,9 +171,12 @@ def start_manifest(
         "started_at": now(),
         "runs": [],
     }
+    from adastudy.train import determinism_flags
+
     manifest["environment"] = store.environment()
+    manifest["determinism"] = determinism_flags(spec.train)
     manifest["runs"].append({"started_at": now(), "backend": backend, **run,
-                             "argv": sys.argv})
+                             "determinism": manifest["determinism"], "argv": sys.argv})
     store.write_manifest(run_dir, manifest)
     return manifest
 
