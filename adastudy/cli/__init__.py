@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -281,6 +282,12 @@ def train(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
     ] = False,
+    deterministic: Annotated[
+        bool, typer.Option("--deterministic", help="Deterministic mode (train.deterministic): "
+                           "deterministic torch algorithms, cuDNN without autotuning, "
+                           "cuBLAS's fixed workspace, every generator seeded; recorded in "
+                           "the manifest.")
+    ] = False,
 ) -> None:
     """Run one trial: train one head with one (s, m, seed) and print its metrics.
 
@@ -291,7 +298,7 @@ def train(
     from adastudy.heads import check_head_params
     from adastudy.train import RecordingReporter, run_trial
 
-    study = specs.load(spec_path)
+    study = _deterministic(specs.load(spec_path), deterministic)
     listed = ", ".join(study.heads)
     if study.heads and head_choice is None:
         raise ParameterError(f"--head: {spec_path} is a study spec ([heads]: {listed}); "
@@ -328,6 +335,17 @@ def train(
         _write_new_file(out, json.dumps(_json_safe({**result.to_dict(),
                                                     "series": reporter.rows})) + "\n")
         typer.echo(f"wrote {out}")
+
+
+def _deterministic(study: Any, on: bool) -> Any:
+    """`--deterministic`: the spec in deterministic mode, and cuBLAS's workspace fixed
+    now, before anything in this process (or a worker it starts) touches CUDA."""
+    if not on:
+        return study
+    from adastudy.train import CUBLAS_WORKSPACE_CONFIG
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
+    return study.with_determinism(True)
 
 
 def _check_new_file(path: Path, option: str) -> None:
@@ -508,13 +526,19 @@ def sweep(
         bool, typer.Option("--save-models", help="Save each completed trial's final model "
                            "and head in RUN_DIR/models/<trial>.pt.")
     ] = False,
+    deterministic: Annotated[
+        bool, typer.Option("--deterministic", help="Deterministic mode (train.deterministic): "
+                           "deterministic torch algorithms, cuDNN without autotuning, "
+                           "cuBLAS's fixed workspace, every generator seeded; recorded in "
+                           "the manifest.")
+    ] = False,
 ) -> None:
     """Run (or resume) a study: every grid point × seed, exactly once."""
     from adastudy import spec as specs
     from adastudy.backends import get_engine
     from adastudy.backends.sweep import TrialOptions, check_spec, run_sweep
 
-    study = specs.load(spec_path)
+    study = _deterministic(specs.load(spec_path), deterministic)
     engine = get_engine(_choice(backend), {
         "--workers": workers, "--address": address, "--cpus-per-trial": cpus_per_trial,
         "--gpus-per-trial": gpus_per_trial})
@@ -526,32 +550,7 @@ def sweep(
     if as_json:
         summary = run_sweep(study, spec_path, engine, out=out, options=options)
     else:
-        import contextlib
-
-        # A terminal gets the live bar (with an ETA) and table; a log file (a nightly job)
-        # gets a plain line now and then (`PlainProgress`), as a Live view shows nothing
-        # there until it ends.
-        terminal = sys.stderr.isatty()
-        plain = None if terminal else PlainProgress(study.study.name)
-        bar = sweep_bar(study.study.name)
-        table = LiveTable(study.study)
-        task = bar.add_task("sweep", total=len(study.trials()))
-        started: list[bool] = []
-        view = (Live(bar, console=Console(stderr=True), transient=True, refresh_per_second=4)
-                if terminal else contextlib.nullcontext())
-        with view as live:
-            def update(status: Any) -> None:
-                if plain is not None:
-                    plain(status)
-                    return
-                if not started:  # trials done before a resume are no speed of this run
-                    started.append(True)
-                    bar.reset(task, completed=status.finished, total=status.planned)
-                bar.update(task, completed=status.finished, total=status.planned)
-                live.update(Group(bar, table(status)))
-
-            summary = run_sweep(study, spec_path, engine, out=out, progress=update,
-                                options=options)
+        summary = viewed_sweep(study, spec_path, engine, out=out, options=options)
     for problem in summary.problems:  # plain lines: rich would wrap long paths
         typer.echo(f"warning: {problem}", err=True)
     resume = f"adastudy sweep {spec_path} --out {summary.run_dir}{engine.resume_args()}"
@@ -565,6 +564,37 @@ def sweep(
     if summary.interrupted:
         typer.echo(f"interrupted: resume with  {resume}", err=True)
         raise typer.Exit(130)
+
+
+def viewed_sweep(study: Any, spec_path: Path, engine: Any, **options: Any) -> Any:
+    """`run_sweep` with its progress shown on stderr."""
+    import contextlib
+
+    from adastudy.backends.sweep import run_sweep
+
+    # A terminal gets the live bar (with an ETA) and table; a log file (a nightly job)
+    # gets a plain line now and then (`PlainProgress`), as a Live view shows nothing
+    # there until it ends.
+    terminal = sys.stderr.isatty()
+    plain = None if terminal else PlainProgress(study.study.name)
+    bar = sweep_bar(study.study.name)
+    table = LiveTable(study.study)
+    task = bar.add_task("sweep", total=len(study.trials()))
+    started: list[bool] = []
+    view = (Live(bar, console=Console(stderr=True), transient=True, refresh_per_second=4)
+            if terminal else contextlib.nullcontext())
+    with view as live:
+        def update(status: Any) -> None:
+            if plain is not None:
+                plain(status)
+                return
+            if not started:  # trials done before a resume are no speed of this run
+                started.append(True)
+                bar.reset(task, completed=status.finished, total=status.planned)
+            bar.update(task, completed=status.finished, total=status.planned)
+            live.update(Group(bar, table(status)))
+
+        return run_sweep(study, spec_path, engine, progress=update, **options)
 
 
 @app.command()
@@ -709,6 +739,158 @@ def compare(
         typer.echo(f"wrote {path}")
 
 
+@app.command()
+def baseline(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A sweep's run folder.")],
+    out: Annotated[Path, typer.Option("--out", metavar="FILE", help="The baseline file to "
+                                      "write, e.g. baselines/<study>.json.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing baseline file.")
+    ] = False,
+) -> None:
+    """Record a run as the baseline of its study: per configuration the per-seed values,
+    mean and std of every final metric, every claim's verdict, the manifest and the spec
+    digest (`adastudy reproduce` compares re-runs with it)."""
+    from adastudy.reproduce import make_baseline, write_baseline
+
+    if out.exists() and not force:  # before the claims are judged: the refusal is at once
+        raise ParameterError(f"{out}: exists; give another --out, or --force to replace "
+                             "the baseline")
+    made = make_baseline(run_dir)
+    path = write_baseline(made, out, force=force)
+    configs = made["configurations"]
+    typer.echo(f"wrote {path}: {len(configs)} configurations, "
+               f"{sum(len(c['seeds']) for c in configs)} trials, "
+               f"{len(made['verdicts'])} verdicts (study {made['study']}, spec "
+               f"{str(made['spec_digest'])[:12]})")
+
+
+class _FailOn(str, Enum):
+    both = "both"
+    worse = "worse"
+    improved = "improved"
+
+
+@app.command()
+def reproduce(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Study spec (TOML).")],
+    baseline_path: Annotated[Path, typer.Option("--baseline", metavar="FILE",
+                                                help="A baseline of this spec "
+                                                "(adastudy baseline).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the re-run and its report.",
+                                  show_default="runs/reproduce-<study>")
+    ] = None,
+    confirm: Annotated[
+        bool, typer.Option("--confirm", help="Re-run the configurations that drifted with "
+                           "fresh seeds; a drift stands only if it holds on both.")
+    ] = False,
+    fail_on: Annotated[
+        _FailOn, typer.Option("--fail-on", help="Which drifts exit 1: worse, improved or "
+                              "both (a flipped verdict, a configuration on one side only "
+                              "and a metric without a direction always do).")
+    ] = _FailOn.both,
+    backend: Annotated[
+        _Backend, typer.Option("--backend", help="Engine, as for sweep.")
+    ] = _Backend["optuna"],
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Trials at once (optuna).",
+                                 show_default="1")
+    ] = None,
+    deterministic: Annotated[
+        bool | None, typer.Option("--deterministic/--no-deterministic",
+                                  help="Deterministic mode for the re-run.",
+                                  show_default="as the baseline was made")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the comparison as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Re-run a study (or the part its reproduce section names) and compare it with a
+    baseline: metric drift beyond the seeds' noise, seeds that newly fail or diverge,
+    flipped verdicts, the environment diff and where a drift comes from. Exit 0:
+    reproduced; 1: drift; 2: a usage error or a bad or mismatched baseline."""
+    from adastudy import spec as specs
+    from adastudy.backends import get_engine
+    from adastudy.backends.sweep import check_spec
+    from adastudy.reproduce import check_baseline, load_baseline
+    from adastudy.reproduce import reproduce as run_check
+
+    study = specs.load(spec_path)
+    baseline = load_baseline(baseline_path)
+    check_baseline(baseline, study, baseline_path)
+    engine = get_engine(_choice(backend), {"--workers": workers})
+    if deterministic:
+        study = _deterministic(study, True)
+    check_spec(study, spec_path, engine)
+
+    def run(spec: Any, path: Path, engine: Any, out: Path) -> Any:
+        if as_json:
+            from adastudy.backends.sweep import run_sweep
+
+            return run_sweep(spec, path, engine, out=out)
+        return viewed_sweep(spec, path, engine, out=out)
+
+    done = run_check(study, spec_path, baseline, engine, baseline_path=baseline_path,
+                     out=out, confirm=confirm, fail_on=_choice(fail_on),
+                     deterministic=deterministic, run=run)
+    for problem in done.problems:
+        typer.echo(f"warning: {problem}", err=True)
+    if done.interrupted or done.comparison is None:
+        typer.echo(f"interrupted: the re-run in {done.run_dir} is incomplete; run the "
+                   "command again (a fresh re-run)", err=True)
+        raise typer.Exit(130)
+    comparison = done.comparison
+    if as_json:
+        typer.echo(json.dumps(_json_safe({"files": [str(p) for p in done.files],
+                                          "run_dir": str(done.run_dir),
+                                          **comparison.to_json()})))
+    else:
+        _print_reproduction(comparison, done.files)
+    if comparison.failed:
+        raise typer.Exit(1)
+
+
+def _print_reproduction(comparison: Any, files: list[Path]) -> None:
+    from adastudy.reproduce.render import drift_row, headline, number
+
+    console = Console()
+    drifted = [d for d in comparison.drifts if d.drifted]
+    if drifted:  # the report's cells, fewer columns: a log is 80 characters wide
+        table = Table(title=f"drift against the baseline ({comparison.study})")
+        for column in ("configuration · metric", "baseline → re-run (n)",
+                       "difference [95 %]", "tolerance", "result"):
+            table.add_column(column, overflow="fold")
+        for d in drifted:
+            cells = drift_row(d, comparison)
+            result = cells[6] + (f"; confirmed: {cells[7]}" if cells[7] else "")
+            table.add_row(*(rich_escape(cell) for cell in (
+                f"{d.key} · {d.metric}",
+                f"{number(d.base_mean)} → {number(d.new_mean)} ({d.n_base}, {d.n_new})",
+                cells[4], number(d.threshold), result)))
+        console.print(table)
+    for change in comparison.states:
+        console.print(rich_escape(f"{change.key} seed {change.seed}: {change.base} -> "
+                                  f"{change.new} ({change.direction})"))
+    for key, side in comparison.missing:
+        console.print(rich_escape(f"{key}: missing from the {side}"))
+    for flip in comparison.flips:
+        console.print(rich_escape(f"{flip.claim} {flip.part or ''}: verdict {flip.base} -> "
+                                  f"{flip.new}"))
+    differs = [(k, a, b) for k, a, b, used in comparison.environment if used and a != b]
+    if differs:
+        env = Table(title="environment: what differs")
+        for column in ("", "baseline", "re-run"):
+            env.add_column(column, overflow="fold")
+        for k, a, b in differs:
+            env.add_row(rich_escape(k), rich_escape(str(a)), rich_escape(str(b)))
+        console.print(env)
+    style = "red" if comparison.failed else "green"
+    console.print(f"[{style}]{rich_escape(headline(comparison))}[/{style}]")
+    for path in files:
+        typer.echo(f"wrote {path}")
+
+
 # `adastudy data ...` (adastudy.cli.data imports only typer and rich; its readers load
 # in the command). Imported here, after `style` and the commands above: it uses `style`.
 from adastudy.cli.data import data_app  # noqa: E402
@@ -785,20 +967,10 @@ _MISSING = "-"
 
 
 def natural_direction(metric: str) -> str | None:
-    """The direction in which `metric` gets better, where it is plain: "minimize" for
-    step counts (``steps_to_theta_med_*``, ``steps``), times, losses and target angles
-    (θ_med, the mean angle); "maximize" for accuracies, rank-1, TAR, the target
-    probability and the throughput; None for the rest (the scale, ln B_avg, ...)."""
-    from adastudy.spec import metric_bounds
+    """`adastudy.spec.natural_direction` (kept here: scripts import it from the CLI)."""
+    from adastudy.spec import natural_direction as direction
 
-    bare = metric.removeprefix("final_")
-    if (metric.startswith("steps_to_") or "loss" in bare
-            or bare.startswith(("theta_med", "theta_mean"))
-            or metric in ("steps", "epochs", "wall_time_s", "train_time_s", "diverged_step")):
-        return "minimize"
-    if metric_bounds(metric) is not None or metric == "samples_per_s":
-        return "maximize"
-    return None
+    return direction(metric)
 
 
 def _rank_metrics(trials: Any) -> list[str]:

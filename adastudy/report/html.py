@@ -53,10 +53,19 @@ def write_html(report: model.Report, out_dir: Path) -> Path:
     Raises:
         ValueError: two figures share an id (their anchors would collide).
     """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "index.html"
+    store.atomic_write_text(path, render_html(report))
+    return path
+
+
+def render_html(report: model.Report) -> str:
+    """The page of ``report`` (see `write_html`) as a string."""
     figures = [figure for section in report.sections for figure in section.figures]
     _check_unique_ids(figures)
     specs = {figure.id: plotly_figure(figure) for figure in figures}
-    page = _template().render(
+    return _template().render(
         report=report,
         verdict_class=VERDICT_CLASS,
         figure_ids=set(specs),
@@ -69,11 +78,6 @@ def write_html(report: model.Report, out_dir: Path) -> Path:
         css=_CSS,
         loader=_LOADER,
     )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "index.html"
-    store.atomic_write_text(path, page)
-    return path
 
 
 def embed_json(value: Any) -> str:
