@@ -228,7 +228,7 @@ class _Step(nn.Module):
 def data_parallel(model: nn.Module, head: nn.Module,
                   forward: Callable[[Tensor, Tensor], Tensor],
                   device: torch.device) -> Callable[[Tensor, Tensor], Tensor]:
-    """`forward(x, y) -> logits` under DistributedDataParallel. Buffers are not
+    """`forward(x, y) -> loss` under DistributedDataParallel. Buffers are not
     broadcast: BatchNorm's statistics are global already and the head's scale is rank
     0's on every rank."""
     import inspect

@@ -24,7 +24,7 @@ After each training forward with labels, `head.statistics` holds what the paper 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -237,6 +237,56 @@ class CosineHead(nn.Module):
             self.current_scale.copy_(scale)
         return logits
 
+    def loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """The mean cross-entropy of `forward(embeddings, labels)` over the labelled rows,
+        `F.cross_entropy(head(x, y), y, ignore_index=-1)`, with the same statistics and
+        AdaCos update, from one pass over the (N, C) cosines in training: the row's
+        log-sum-exp over the non-target classes is ln B_i, and from it and the target
+        logit come the cross-entropy (softplus(ln B_i − f_iy)), p_target and the
+        gradient (a `_CosineCrossEntropy`), where the logits and `F.cross_entropy`
+        would take several more. Also sets `correct`: the labelled rows whose target
+        logit is the largest (the training accuracy's count), as a 0-d device tensor."""
+        if labels is None or not self.training:
+            logits = self(embeddings, labels)
+            self.correct = torch.eq(logits.argmax(dim=1), labels).sum()
+            return F.cross_entropy(logits, labels, ignore_index=-1)
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.embedding_dim:
+            raise ParameterError(
+                f"embeddings must have shape (N, {self.embedding_dim}), "
+                f"got {tuple(embeddings.shape)}"
+            )
+        sim = self.similarity(embeddings)
+        previous_scale = self.current_scale.to(sim.dtype)
+        labels = labels.to(device=sim.device, dtype=torch.long).reshape(-1, 1)
+        valid = labels.squeeze(1) >= 0
+        index = labels.clamp(min=0)
+        sim_target = sim.gather(1, index).squeeze(1)
+        batch, scale = None, previous_scale
+        if self.adaptive:  # its update reads ln B at s(t-1): a pass before the loss's
+            with torch.no_grad():
+                batch = self._measure(embeddings, sim.detach(), sim_target.detach(), index,
+                                      valid, previous_scale)
+                scale = self.next_scale(batch, previous_scale)
+        new_target = sim_target
+        if self.has_margin:
+            new_target = torch.where(valid, self.target_cosine(sim_target), sim_target)
+        count = valid.sum().to(sim.dtype)
+        loss, ln_b, top = _CosineCrossEntropy.apply(
+            sim, new_target * scale, index, valid / count, scale, self._workspace_like(sim))
+        with torch.no_grad():
+            f_target = new_target.detach() * scale
+            self.correct = (valid & (f_target >= top)).sum()
+            if self.track_statistics:
+                if batch is None:  # the loss's ln B is at this batch's (fixed) scale
+                    batch = self._measure(embeddings, sim.detach(), sim_target.detach(),
+                                          index, valid, scale, ln_b=ln_b)
+                self.statistics_vector = self._statistics(
+                    embeddings, sim.detach(), new_target.detach(), index, valid, batch,
+                    scale, ln_b_now=ln_b)
+        if self.adaptive:
+            self.current_scale.copy_(scale)
+        return loss
+
     def _workspace_like(self, sim: Tensor) -> Tensor:
         """A scratch (N, C) tensor kept between batches (not state: never saved)."""
         ws = self._workspace
@@ -252,14 +302,18 @@ class CosineHead(nn.Module):
         index: Tensor,
         valid: Tensor,
         scale: Tensor,
+        ln_b: Tensor | None = None,
     ) -> _BatchGeometry:
-        """What the statistics and the AdaCos update both need, over labelled rows."""
+        """What the statistics and the AdaCos update both need, over labelled rows;
+        `ln_b`, when the caller has ln B_i at `scale` already (the fused loss's)."""
         cos_target = self.cosine_to_target(embeddings, sim_target, index)
         theta = torch.acos(cos_target.clamp(-1.0, 1.0))
         invalid = ~valid
         # The slope of the scale update (one more pass) only where the scale moves.
-        ln_b, tilted = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim),
-                                          tilted=self.adaptive)
+        tilted = None
+        if ln_b is None or self.adaptive:
+            ln_b, tilted = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim),
+                                              tilted=self.adaptive)
         theta_valid = theta.masked_fill(invalid, math.nan)
         ln_b_valid = ln_b.masked_fill(invalid, -math.inf)
         count = valid.sum().to(sim.dtype)
@@ -287,13 +341,15 @@ class CosineHead(nn.Module):
         valid: Tensor,
         batch: _BatchGeometry,
         scale: Tensor,
+        ln_b_now: Tensor | None = None,
     ) -> Tensor:
         """`STATISTICS` over the labelled rows, as one float32 vector (few ops: at small
-        sizes each op's fixed cost, not the arithmetic, is what a step pays)."""
+        sizes each op's fixed cost, not the arithmetic, is what a step pays). `ln_b_now`:
+        ln B_i at `scale`, when the caller has it (the fused loss)."""
         # B_i at the scale of this batch's logits; adacos-dynamic changed it, and its
         # ln B_avg statistic stays the one of its update rule, at s(t-1).
-        ln_b = batch.ln_b
-        if self.adaptive:
+        ln_b = batch.ln_b if ln_b_now is None else ln_b_now
+        if self.adaptive and ln_b_now is None:
             ln_b, _ = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim))
         # P_iy = e^{f_iy} / (e^{f_iy} + B_i) = sigmoid(f_iy - ln B_i): exact, never overflows.
         p_target = torch.sigmoid(new_target * scale - ln_b)
@@ -362,6 +418,50 @@ def _log_nontarget_sum(
     # A batched row-by-row dot product: no (N, C) temporary.
     weighted = torch.bmm(weights.unsqueeze(1), sim.unsqueeze(2)).view(-1)
     return ln_b, weighted / row_sum
+
+
+class _CosineCrossEntropy(torch.autograd.Function):
+    """The mean cross-entropy of cosine logits from one pass over the (N, C) cosines.
+
+    Inputs: `sim` (N, C), `f_target` (N,) the target logits (scale and margin in, with
+    their own autograd graph), `index` (N, 1) the target columns, `weight` (N,) each
+    row's share of the mean (1 / count for a labelled row, 0 otherwise), `scale` (0-d)
+    and a scratch tensor shaped like `sim`. With e_ik = exp(s sim_ik − M_i) over the
+    non-targets (M_i their largest logit) and S_i = Σ_k e_ik:
+
+        ln B_i = M_i + ln S_i,   CE_i = softplus(ln B_i − f_iy),   p_i = sigmoid(f_iy − ln B_i)
+
+    and the gradient is ∂CE_i/∂f_iy = p_i − 1, ∂CE_i/∂sim_ik = s e_ik (1 − p_i) / S_i
+    (k ≠ y_i): softmax's own, with the exponentials already in the scratch tensor, which
+    the backward turns into the gradient in place. Returns (loss, ln B_i, M_i); the last
+    two carry no gradient. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, sim: Tensor, f_target: Tensor, index: Tensor, weight: Tensor,
+                scale: Tensor, workspace: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        scaled = torch.mul(sim, scale, out=workspace)
+        scaled.scatter_(1, index, -math.inf)
+        top = scaled.amax(dim=1, keepdim=True)
+        e = scaled.sub_(top).exp_()
+        row_sum = e.sum(dim=1)
+        ln_b = top.squeeze(1) + row_sum.log()
+        z = f_target - ln_b
+        # softplus(−z) = max(−z, 0) + ln(1 + e^{−|z|}), exact for every z (F.softplus
+        # turns linear above 20 and drops e^{−20} ≈ 2e-9 of the loss).
+        loss = (torch.clamp(-z, min=0.0) + torch.log1p(torch.exp(-z.abs()))) @ weight
+        p = torch.sigmoid(z)
+        ctx.save_for_backward(e, row_sum, p, weight, scale)
+        ctx.mark_non_differentiable(ln_b, top)
+        return loss, ln_b, top.squeeze(1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_loss: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
+        e, row_sum, p, weight, scale = ctx.saved_tensors
+        row = grad_loss * weight
+        grad_sim = e.mul_((row * scale * (1.0 - p) / row_sum).unsqueeze(1))
+        return grad_sim, row * (p - 1.0), None, None, None, None
 
 
 class CosFaceHead(CosineHead):

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adastudy import checkpoint, distributed, evaluate
@@ -520,7 +519,9 @@ def _run_trial(
     def forward(x: Tensor, y: Tensor) -> Tensor:
         with autocast():
             embeddings = model(x)
-        return head(embeddings, y)  # the head runs its math in float32
+        # The loss, the statistics and the training accuracy's count in one pass over
+        # the cosines (`head.loss`); the head runs its math in float32.
+        return head.loss(embeddings, y)
 
     if ranks.world > 1:  # DDP averages the gradients of model and head over the ranks
         forward = distributed.data_parallel(model, head, forward, device)
@@ -586,8 +587,7 @@ def _run_trial(
         for x, y in source.batches(train.batch_size, spec.seed, epoch, device, shard):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            logits = forward(x, y)
-            loss = F.cross_entropy(logits, y)
+            loss = forward(x, y)
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()
@@ -598,9 +598,8 @@ def _run_trial(
                 scaler.update()
             scheduler.step()
             with torch.no_grad():
-                correct = torch.eq(logits.argmax(dim=1), y).sum()
-                torch.cat([loss.detach().view(1), head.statistics_vector, correct.view(1)],
-                          out=window.row())
+                torch.cat([loss.detach().view(1), head.statistics_vector,
+                           head.correct.view(1)], out=window.row())
             step += 1
             window.add(y.shape[0] * ranks.world)
             if window.full() and not report(step):

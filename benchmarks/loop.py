@@ -4,6 +4,8 @@
     python benchmarks/loop.py --form images      # synthetic images, small CNN
     python benchmarks/loop.py --device cuda --model iresnet50 --image-size 112 \
         --steps 200 --amp bf16                   # the GPU path (benchmarks/gpu_check.sh)
+    python benchmarks/loop.py --head all         # every head, a ratio each
+    python benchmarks/loop.py --head all --identities 10000 --images-per-identity 4
     python benchmarks/loop.py --tiny             # smoke run (the test suite uses it)
 
 The bare loop has the same data, backbone, head, batch size, optimiser, schedule and
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from machine import cpu_name  # noqa: E402  (benchmarks/machine.py)
 
 from adastudy.data import build_data  # noqa: E402
-from adastudy.heads import build_head  # noqa: E402
+from adastudy.heads import HEAD_NAMES, build_head  # noqa: E402
 from adastudy.models import build_backbone  # noqa: E402
 from adastudy.spec import (  # noqa: E402
     FACE_BACKBONES,
@@ -119,10 +121,26 @@ def _peak_gib(device: torch.device, run: Callable[[], float]) -> tuple[float, fl
     return value, torch.cuda.max_memory_allocated(device) / 2**30
 
 
+def _measure(spec: TrialSpec, data, device: torch.device, repeats: int
+             ) -> tuple[float, float, float, float]:
+    """The best samples/s of the bare loop and of `run_trial`, alternating, and the peak
+    GPU memory of each (NaN on the CPU)."""
+    bare, trial, bare_gib, trial_gib = [], [], [], []
+    for _ in range(repeats):
+        value, peak = _peak_gib(device, lambda: bare_loop(spec, data))
+        bare.append(value)
+        bare_gib.append(peak)
+        value, peak = _peak_gib(device, lambda: run_trial(spec, data=data).samples_per_s)
+        trial.append(value)
+        trial_gib.append(peak)
+    return max(bare), max(trial), max(bare_gib), max(trial_gib)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--form", choices=("features", "images"), default="features")
-    parser.add_argument("--head", default="adacos-dynamic")
+    parser.add_argument("--head", default="adacos-dynamic",
+                        help="a head, several (comma-separated) or all")
     parser.add_argument("--identities", type=int, default=1000)
     parser.add_argument("--images-per-identity", type=int, default=20)
     parser.add_argument("--batch", type=int, default=256)
@@ -149,17 +167,12 @@ def main(argv: list[str] | None = None) -> int:
 
     small_eval = {"eval_identities": 20, "eval_images_per_identity": 4, "val_pairs": 100,
                   "test_pairs": 200, "distractors": 20}
-    spec = TrialSpec(
-        data=DataSpec(form=args.form, identities=args.identities,
-                      images_per_identity=args.images_per_identity,
-                      image_size=args.image_size, **small_eval),
-        model=ModelSpec(name=args.model),
-        train=TrainSpec(epochs=args.epochs, batch_size=args.batch, eval_every=0,
-                        device=args.device, amp=args.amp, log_every=20),
-        head=args.head,
-    )
-    device = choose_device(spec.train.device)
-    data = build_data(spec.data)
+    heads = list(HEAD_NAMES) if args.head == "all" else args.head.split(",")
+    data_spec = DataSpec(form=args.form, identities=args.identities,
+                         images_per_identity=args.images_per_identity,
+                         image_size=args.image_size, **small_eval)
+    device = choose_device(args.device)
+    data = build_data(data_spec)
     steps = args.epochs * (len(data.train_labels) // min(args.batch, len(data.train_labels)))
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{cpu_name()}, {torch.get_num_threads()} threads")
@@ -169,22 +182,31 @@ def main(argv: list[str] | None = None) -> int:
           f"{steps} steps, head {args.head}"
           + (f", amp {args.amp}" if device.type == "cuda" else "")
           + f", best of {args.repeats}")
-    bare, trial, bare_gib, trial_gib = [], [], [], []
-    for _ in range(args.repeats):
-        value, peak = _peak_gib(device, lambda: bare_loop(spec, data))
-        bare.append(value)
-        bare_gib.append(peak)
-        value, peak = _peak_gib(device, lambda: run_trial(spec, data=data).samples_per_s)
-        trial.append(value)
-        trial_gib.append(peak)
-    ratio = max(trial) / max(bare)
-    print(f"bare loop      {max(bare):12,.0f} samples/s")
-    print(f"run_trial      {max(trial):12,.0f} samples/s")
-    print(f"ratio trial / bare = {ratio:.3f} (target >= {TARGET:.2f}): "
-          f"{'met' if ratio >= TARGET else 'MISSED'}")
-    if device.type == "cuda":
-        print(f"peak GPU memory: bare {max(bare_gib):.2f} GiB, "
-              f"run_trial {max(trial_gib):.2f} GiB (training and its evaluation)")
+    rows = []
+    for head in heads:
+        spec = TrialSpec(
+            data=data_spec, model=ModelSpec(name=args.model),
+            train=TrainSpec(epochs=args.epochs, batch_size=args.batch, eval_every=0,
+                            device=args.device, amp=args.amp, log_every=20),
+            head=head,
+        )
+        rows.append((head, *_measure(spec, data, device, args.repeats)))
+    for head, bare, trial, bare_gib, trial_gib in rows:
+        ratio = trial / bare
+        if len(rows) > 1:
+            print(f"## {head}")
+        print(f"bare loop      {bare:12,.0f} samples/s")
+        print(f"run_trial      {trial:12,.0f} samples/s")
+        print(f"ratio trial / bare = {ratio:.3f} (target >= {TARGET:.2f}): "
+              f"{'met' if ratio >= TARGET else 'MISSED'}")
+        if device.type == "cuda":
+            print(f"peak GPU memory: bare {bare_gib:.2f} GiB, "
+                  f"run_trial {trial_gib:.2f} GiB (training and its evaluation)")
+    if len(rows) > 1:
+        print("| head | bare samples/s | run_trial samples/s | trial / bare |")
+        print("|---|---:|---:|---:|")
+        for head, bare, trial, _, _ in rows:
+            print(f"| {head} | {bare:,.0f} | {trial:,.0f} | {trial / bare:.3f} |")
     return 0
 
 

@@ -34,6 +34,16 @@ def test_loop_benchmark_prints_its_ratio_on_a_tiny_size():
     assert "ratio trial / bare = " in out
 
 
+def test_loop_benchmark_prints_a_ratio_for_each_head_it_is_given():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "loop.py"), "--tiny", "--head",
+         "softmax,arcface"], capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert "## softmax" in out and "## arcface" in out
+    assert out.count("ratio trial / bare = ") == 2
+    assert "| softmax |" in out and "| arcface |" in out
+
+
 def test_loop_benchmark_runs_a_face_backbone_for_a_number_of_steps():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "loop.py"), "--model", "mobilefacenet",

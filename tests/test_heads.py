@@ -167,6 +167,74 @@ def test_logits_gradients_and_statistics_match_the_float64_loop_reference(head_n
                                                             nan_ok=True), key
 
 
+def test_the_fused_loss_matches_the_float64_loop_reference(head_name):
+    # head.loss against the scalar reference's logits and F.cross_entropy: the loss, both
+    # gradients, the statistics and the AdaCos update.
+    head = make(head_name).double()
+    x, y = batch()
+    y[3] = -1
+    x.requires_grad_(True)
+    s_prev = head.scale
+    loss = head.loss(x, y)
+    w_ref = head.weight.detach().clone().requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    bias = head.bias.detach() if head_name == "softmax" else None
+    ref_logits, ref_s, ref_stats = ref_forward(head_name, x_ref, w_ref, bias, y, s_prev,
+                                               PARAMS.get(head_name, {}))
+    expected = torch.stack([torch.stack(row) for row in ref_logits])
+    ref_loss = F.cross_entropy(expected, y, ignore_index=-1)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12)
+    assert head.scale == pytest.approx(ref_s, rel=1e-12)
+    loss.backward()
+    ref_loss.backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(head.weight.grad, w_ref.grad, rtol=1e-10, atol=1e-12)
+    for key in STATISTICS:
+        assert head.statistics[key].item() == pytest.approx(ref_stats[key], rel=1e-5,
+                                                            nan_ok=True), key
+    labelled = y >= 0
+    assert head.correct.item() == (expected.argmax(dim=1) == y)[labelled].sum().item()
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_the_fused_loss_equals_cross_entropy_of_the_forward(head_name, dtype, rtol):
+    # The same head twice: F.cross_entropy(head(x, y), y) and head.loss(x, y), over
+    # three steps of SGD, so that AdaCos's scale moves: values, gradients, statistics
+    # and the scale agree step by step.
+    C, D, N = 300, 24, 64
+    torch.manual_seed(3)
+    unfused = build_head(head_name, C, D, **PARAMS.get(head_name, {})).to(dtype).train()
+    fused = build_head(head_name, C, D, **PARAMS.get(head_name, {})).to(dtype).train()
+    fused.load_state_dict(unfused.state_dict())
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        x = torch.randn(N, D, generator=gen, dtype=dtype) * 0.3
+        y = torch.randint(0, C, (N,), generator=gen)
+        y[::7] = -1
+        xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        reference = F.cross_entropy(unfused(xa, y), y, ignore_index=-1)
+        loss = fused.loss(xb, y)
+        torch.testing.assert_close(loss, reference, rtol=rtol, atol=rtol)
+        reference.backward()
+        loss.backward()
+        torch.testing.assert_close(xb.grad, xa.grad, rtol=rtol, atol=rtol * 1e-2)
+        torch.testing.assert_close(fused.weight.grad, unfused.weight.grad, rtol=rtol,
+                                   atol=rtol * 1e-2)
+        torch.testing.assert_close(fused.statistics_vector, unfused.statistics_vector,
+                                   rtol=rtol, atol=rtol, equal_nan=True)
+        assert fused.scale == pytest.approx(unfused.scale, rel=rtol)
+        with torch.no_grad():
+            for head in (unfused, fused):
+                head.weight -= 0.5 * head.weight.grad
+                head.weight.grad = None
+
+
+def test_the_fused_loss_in_eval_mode_is_the_plain_cross_entropy(head_name):
+    head = make(head_name).double().eval()
+    x, y = batch()
+    torch.testing.assert_close(head.loss(x, y), F.cross_entropy(head(x), y))
+
+
 def test_arcface_beyond_pi_minus_m_matches_the_reference_and_falls():
     m = 0.5
     head = make("arcface", num_classes=4, dim=3, s=10.0, m=m).double()

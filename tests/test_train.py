@@ -90,14 +90,14 @@ def test_an_injected_non_finite_loss_ends_the_trial_as_diverged(tiny_data, monke
 
     def poisoned_build_head(*args, **kwargs):
         head = original(*args, **kwargs)
-        forward, calls = head.forward, []
+        loss, calls = head.loss, []  # the trainer's loss (and statistics) in one pass
 
-        def forward_with_nan_from_step_4(embeddings, labels=None):
-            logits = forward(embeddings, labels)
+        def loss_with_nan_from_step_4(embeddings, labels):
+            value = loss(embeddings, labels)
             calls.append(1)
-            return logits * float("nan") if len(calls) >= 4 else logits
+            return value * float("nan") if len(calls) >= 4 else value
 
-        head.forward = forward_with_nan_from_step_4
+        head.loss = loss_with_nan_from_step_4
         return head
 
     monkeypatch.setattr(train_module, "build_head", poisoned_build_head)
