@@ -18,7 +18,8 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/heads.py --markdown
-	$(BIN)/python benchmarks/loop.py
+	$(BIN)/python benchmarks/loop.py --head all
+	$(BIN)/python benchmarks/fused_loss.py
 	$(BIN)/python benchmarks/evaluate.py
 	$(BIN)/python benchmarks/sweep.py
 	$(BIN)/python benchmarks/ray_overhead.py

@@ -16,7 +16,8 @@ median over rounds. Ratios are measured in this one run:
   same shapes; target: each head faster (ratio < 1).
 
 adastudy's heads run with their statistics on (`track_statistics=True`), as in training,
-unless `--no-statistics`.
+through `head.loss` (the loss and the statistics from one pass, as the trainer runs
+them), unless `--no-statistics` (then `F.cross_entropy(head(x, y), y)`).
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def make_steps(
         head.track_statistics = statistics
 
         def step(head: torch.nn.Module = head) -> None:
-            F.cross_entropy(head(x, y), y).backward()
+            # With the statistics on, what training runs: the fused `head.loss`; off,
+            # the public forward and F.cross_entropy.
+            loss = head.loss(x, y) if statistics else F.cross_entropy(head(x, y), y)
+            loss.backward()
             x.grad = None
             head.zero_grad(set_to_none=True)
 

@@ -44,6 +44,15 @@ def test_loop_benchmark_prints_a_ratio_for_each_head_it_is_given():
     assert "| softmax |" in out and "| arcface |" in out
 
 
+def test_the_fused_loss_benchmark_prints_both_ratios():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fused_loss.py"), "--tiny", "--head",
+         "arcface"], capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    (row,) = [line for line in out.splitlines() if line.startswith("| arcface |")]
+    assert row.count("(") == 2 and row.count("|") == 6
+
+
 def test_loop_benchmark_runs_a_face_backbone_for_a_number_of_steps():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "loop.py"), "--model", "mobilefacenet",
