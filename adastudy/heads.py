@@ -192,22 +192,22 @@ class CosineHead(nn.Module):
 
     # -- the skeleton -------------------------------------------------------------------
 
-    def forward(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Logits (N, C): `s · cos` with the margin on the target column in training."""
+    def _check_shape(self, embeddings: Tensor) -> None:
         if embeddings.dim() != 2 or embeddings.shape[1] != self.embedding_dim:
             raise ParameterError(
                 f"embeddings must have shape (N, {self.embedding_dim}), "
                 f"got {tuple(embeddings.shape)}"
             )
+
+    def forward(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits (N, C): `s · cos` with the margin on the target column in training."""
+        self._check_shape(embeddings)
         sim = self.similarity(embeddings)
         previous_scale = self.current_scale.to(sim.dtype)
         if labels is None or not self.training:
             return sim * previous_scale
 
-        labels = labels.to(device=sim.device, dtype=torch.long).reshape(-1, 1)
-        valid = labels.squeeze(1) >= 0
-        index = labels.clamp(min=0)
-        sim_target = sim.gather(1, index).squeeze(1)
+        valid, index, sim_target = _targets(sim, labels)
 
         batch = None
         scale = previous_scale
@@ -246,21 +246,16 @@ class CosineHead(nn.Module):
         gradient (a `_CosineCrossEntropy`), where the logits and `F.cross_entropy`
         would take several more. Also sets `correct`: the labelled rows whose target
         logit is the largest (the training accuracy's count), as a 0-d device tensor."""
-        if labels is None or not self.training:
+        if labels is None:
+            raise ParameterError("loss: needs the labels (the cross-entropy is of them)")
+        if not self.training:
             logits = self(embeddings, labels)
             self.correct = torch.eq(logits.argmax(dim=1), labels).sum()
             return F.cross_entropy(logits, labels, ignore_index=-1)
-        if embeddings.dim() != 2 or embeddings.shape[1] != self.embedding_dim:
-            raise ParameterError(
-                f"embeddings must have shape (N, {self.embedding_dim}), "
-                f"got {tuple(embeddings.shape)}"
-            )
+        self._check_shape(embeddings)
         sim = self.similarity(embeddings)
         previous_scale = self.current_scale.to(sim.dtype)
-        labels = labels.to(device=sim.device, dtype=torch.long).reshape(-1, 1)
-        valid = labels.squeeze(1) >= 0
-        index = labels.clamp(min=0)
-        sim_target = sim.gather(1, index).squeeze(1)
+        valid, index, sim_target = _targets(sim, labels)
         batch, scale = None, previous_scale
         if self.adaptive:  # its update reads ln B at s(t-1): a pass before the loss's
             with torch.no_grad():
@@ -396,6 +391,13 @@ class _BatchGeometry(NamedTuple):
     #: Σ_{k≠y_i} sim_ik B_ik / B_i: the mean non-target cosine weighted as in B_i,
     #: which is d ln B_i / ds (N,); None for heads whose scale is fixed
     tilted_cos: Tensor | None
+
+
+def _targets(sim: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(labelled rows, target columns (N, 1) with −1 read as 0, sim at them (N,))."""
+    labels = labels.to(device=sim.device, dtype=torch.long).reshape(-1, 1)
+    index = labels.clamp(min=0)
+    return labels.squeeze(1) >= 0, index, sim.gather(1, index).squeeze(1)
 
 
 def _log_nontarget_sum(

@@ -233,6 +233,8 @@ def test_the_fused_loss_in_eval_mode_is_the_plain_cross_entropy(head_name):
     head = make(head_name).double().eval()
     x, y = batch()
     torch.testing.assert_close(head.loss(x, y), F.cross_entropy(head(x), y))
+    with pytest.raises(ParameterError, match="labels"):
+        head.train().loss(x, None)
 
 
 def test_arcface_beyond_pi_minus_m_matches_the_reference_and_falls():
