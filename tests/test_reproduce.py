@@ -126,6 +126,19 @@ def test_baseline_refuses_an_existing_file_and_a_folder_that_is_no_run(made, tmp
     assert not (tmp_path / "b.json").exists()
 
 
+def test_baseline_refuses_a_run_whose_last_sweep_was_interrupted(made, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(made[2], run_dir)
+    manifest = store.read_manifest(run_dir)
+    manifest["runs"][-1]["interrupted"] = True
+    store.write_manifest(run_dir, manifest)
+    assert_one_error_line(invoke("baseline", run_dir, "--out", tmp_path / "b.json"),
+                          "interrupted")
+    assert not (tmp_path / "b.json").exists()
+
+
 @pytest.mark.parametrize("edit, needle", [
     (lambda b: b.update(format="something"), "not an adastudy baseline"),
     (lambda b: b.update(version=99), "version 99 is unknown"),

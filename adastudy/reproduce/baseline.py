@@ -115,6 +115,10 @@ def make_baseline(run_dir: str | Path, *, subset: bool = False) -> dict[str, Any
     if manifest is None:
         raise BaselineError(f"{run_dir}: not a run folder (no {store.MANIFEST_FILE}); give "
                             "the folder a sweep wrote")
+    if (manifest.get("runs") or [{}])[-1].get("interrupted"):
+        raise BaselineError(f"{run_dir}: its last sweep was interrupted, so trials are "
+                            "missing; run the sweep again to finish it, then make the "
+                            "baseline")
     trials, _ = store.load_tables(run_dir)
     if trials.empty:
         raise BaselineError(f"{run_dir}: the run has no finished trials yet")
