@@ -375,7 +375,10 @@ TIMING = ["wall_time_s", "train_time_s", "samples_per_s", "started_at", "finishe
 
 
 @pytest.mark.slow
-def test_deterministic_mode_repeats_the_tables_and_is_recorded(tmp_path):
+def test_deterministic_mode_repeats_the_tables_and_is_recorded(tmp_path, monkeypatch):
+    # --deterministic fixes cuBLAS's workspace in the (here: the test's) process; undone
+    # after the test, so later manifests in this process record what they would alone.
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     spec_path = write_spec(tmp_path, TINY.replace('[heads.adacos-fixed]',
                                                   '[heads.adacos-dynamic]'), epochs=2)
     tables = []
