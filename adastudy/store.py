@@ -239,7 +239,8 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _dumps(obj: Any, indent: int | None = None) -> str:
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON of `obj` (`_jsonable` first: NaN and infinities become null)."""
     return json.dumps(_jsonable(obj), allow_nan=False, indent=indent, ensure_ascii=False)
 
 
@@ -289,7 +290,7 @@ def write_trial_record(run_dir: Path, record: dict) -> Path:
     folder = run_dir / TRIALS_DIR
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        return atomic_write_text(folder / f"{_slug(clean['key'])}.json", _dumps(clean))
+        return atomic_write_text(folder / f"{_slug(clean['key'])}.json", json_text(clean))
     except OSError as e:
         raise StoreError(f"{folder}: cannot write the trial record ({e.strerror or e})") from e
 
@@ -555,7 +556,7 @@ def write_manifest(run_dir: Path, manifest: dict) -> Path:
     run_dir = Path(run_dir)
     path = run_dir / MANIFEST_FILE
     try:
-        text = _dumps(manifest, indent=2) + "\n"
+        text = json_text(manifest, indent=2) + "\n"
     except (TypeError, ValueError) as e:
         raise StoreError(f"{path}: the manifest is not JSON-serialisable ({e})") from e
     try:

@@ -41,16 +41,12 @@ def _number(x: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _param(x: Any) -> float | None:
-    return _number(x)
-
-
 def config_key(variant: str, head: str, s: Any, m: Any) -> str:
     """"cosface s=16 m=0.25", "adacos-dynamic", and in a variant "cosface s=16 m=0.25
     [c1000]": a configuration's name, its parameters with 12 significant digits (as
     `store.trial_key`, so float noise does not split one)."""
     parts = [head, *(f"{name}={format(value, '.12g')}" for name, value in
-                     (("s", _param(s)), ("m", _param(m))) if value is not None)]
+                     (("s", _number(s)), ("m", _number(m))) if value is not None)]
     key = " ".join(parts)
     return key if variant == MAIN_VARIANT else f"{key} [{variant}]"
 
@@ -76,8 +72,8 @@ def _configurations(trials: Any) -> list[dict[str, Any]]:
         variant = row.get("variant") or MAIN_VARIANT
         key = config_key(variant, row["head"], row["s"], row["m"])
         config = out.setdefault(key, {
-            "key": key, "variant": variant, "head": row["head"], "s": _param(row["s"]),
-            "m": _param(row["m"]), "num_classes": _int(row.get("num_classes")),
+            "key": key, "variant": variant, "head": row["head"], "s": _number(row["s"]),
+            "m": _number(row["m"]), "num_classes": _int(row.get("num_classes")),
             "embedding_dim": _int(row.get("embedding_dim")), "seeds": {}})
         config["seeds"][str(int(row["seed"]))] = {
             "state": row["state"],

@@ -3,7 +3,6 @@ report renderers, no figures) and `.json` (`Comparison.to_json`), in the output 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -172,17 +171,6 @@ def write(c: Comparison, out: Path, when: str, **info: Any) -> list[Path]:
     stem = out / f"reproduce-{when}"
     files = [store.atomic_write_text(stem.with_suffix(".md"), render_markdown(report)),
              store.atomic_write_text(stem.with_suffix(".html"), render_html(report)),
-             store.atomic_write_text(stem.with_suffix(".json"), json.dumps(
-                 _strict(c.to_json()), indent=1) + "\n")]
+             store.atomic_write_text(stem.with_suffix(".json"), store.json_text(
+                 c.to_json(), indent=1) + "\n")]
     return files
-
-
-def _strict(value: Any) -> Any:
-    """NaN and infinities as null: the JSON stays strict."""
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
