@@ -23,7 +23,9 @@ After each training forward with labels, `head.statistics` holds what the paper 
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -36,6 +38,7 @@ from adastudy.theory import HEAD_DEFAULTS, HEAD_NAMES, check_head_params, fixed_
 __all__ = [
     "DEFAULTS",
     "HEAD_NAMES",
+    "RAW_STATISTICS",
     "STATISTICS",
     "AdaCosDynamicHead",
     "AdaCosFixedHead",
@@ -86,6 +89,26 @@ STATISTICS = (
     "update_slope",
 )
 
+#: What a training step records (`head.raw_statistics`), from which `finish_statistics`
+#: gives `STATISTICS`: the values that are no sum (s, θ_med, the labelled rows' count,
+#: ln Σ_i B_i and dynamic AdaCos's B-weighted mean cosine, NaN for the others), then
+#: sums over the labelled rows of θ_i, Σ_k cos θ_ik, Σ_k cos² θ_ik (every class k),
+#: cos θ_iy, cos² θ_iy and P_iy. The ratios, the moments and the rest follow from these
+#: without touching the batch again, so a loop finishes a window's steps at once.
+RAW_STATISTICS = (
+    "s",
+    "theta_med_rad",
+    "count",
+    "ln_b_sum",
+    "tilt",
+    "theta_sum_rad",
+    "cos_sum",
+    "cos_square_sum",
+    "target_cos_sum",
+    "target_cos_square_sum",
+    "p_target_sum",
+)
+
 #: The statistics of the cosines' spread, which softmax (not a cosine head) records as
 #: NaN.
 SPREAD_STATISTICS = ("cos_nontarget_var", "d_eff", "stability_margin")
@@ -93,6 +116,22 @@ SPREAD_STATISTICS = ("cos_nontarget_var", "d_eff", "stability_margin")
 # Keeps sqrt(1 - cos²) and its gradient finite at cos = ±1 in ArcFace; its effect on
 # the value is below float32 resolution of the angle (sqrt(1e-12) = 1e-6 rad).
 _SIN_EPS = 1e-12
+
+
+def _outside_autocast(method: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """`method` with autocast off: the head's sums over the batch and its classes (the
+    loss, the statistics) would overflow or round in half precision; the cosines are
+    float32 anyway (`similarity`)."""
+
+    @functools.wraps(method)
+    def run(self: CosineHead, embeddings: Tensor, *args: Any) -> Tensor:
+        device = embeddings.device.type
+        if not torch.is_autocast_enabled(device):
+            return method(self, embeddings, *args)
+        with torch.autocast(device, enabled=False):
+            return method(self, embeddings, *args)
+
+    return run
 
 
 class CosineHead(nn.Module):
@@ -126,10 +165,14 @@ class CosineHead(nn.Module):
         #: gathered from every rank; otherwise the mean of the ranks' medians (rows of
         #: unknown count cannot be gathered without the host learning the counts).
         self.equal_rank_batches = False
-        #: The last training batch's statistics in the order of `STATISTICS`, as one
-        #: float32 device tensor: a training loop copies it with a single op per step.
-        self.statistics_vector: Tensor | None = None
+        #: The last training batch's `RAW_STATISTICS` as one device tensor: a training
+        #: loop copies it with a single op per step and finishes a window's rows at once
+        #: (`finish_statistics`); None before the first training batch with labels.
+        self.raw_statistics: Tensor | None = None
+        #: `loss`'s count of the labelled rows it classified right (0-d device tensor).
+        self.correct: Tensor | None = None
         self._workspace: Tensor | None = None
+        self._nan: Tensor | None = None
         # ln(C - 1) normalises ln B_avg; C = 2 gives 0, where the ratio is undefined.
         self._inv_ln_c_minus_1 = 1.0 / math.log(num_classes - 1) if num_classes > 2 else math.nan
 
@@ -139,6 +182,13 @@ class CosineHead(nn.Module):
         `statistics_vector`; empty before the first training batch with labels)."""
         vector = self.statistics_vector
         return {} if vector is None else dict(zip(STATISTICS, vector.unbind(), strict=True))
+
+    @property
+    def statistics_vector(self) -> Tensor | None:
+        """The last training batch's statistics in the order of `STATISTICS`, as one
+        float32 device tensor (float64 for float64 inputs); None before the first."""
+        raw = self.raw_statistics
+        return None if raw is None else self.finish_statistics(raw)
 
     @property
     def scale(self) -> float:
@@ -180,15 +230,11 @@ class CosineHead(nn.Module):
         """cos θ_i,y_i, (N,): the similarity itself for cosine heads."""
         return sim_target
 
-    def nontarget_cosine_moments(
-        self, embeddings: Tensor, sim: Tensor, cos_target: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """Mean over k ≠ y_i of cos θ_ik and of cos² θ_ik, each (N,). The squares come
-        from a norm (one fused pass over sim, no (N, C) temporary)."""
-        others = max(self.num_classes - 1, 1)
-        mean = (sim.sum(dim=1) - cos_target) / others
-        square = (torch.linalg.vector_norm(sim, dim=1).square() - cos_target.square()) / others
-        return mean, square
+    def cosine_row_sums(self, embeddings: Tensor, sim: Tensor) -> tuple[Tensor, Tensor]:
+        """Σ_k cos θ_ik and Σ_k cos² θ_ik over every class, each (N,): the non-target
+        moments follow from them and the target column. The squares come from a norm
+        (one fused pass over sim, no (N, C) temporary)."""
+        return sim.sum(dim=1), torch.linalg.vector_norm(sim, dim=1).square()
 
     # -- the skeleton -------------------------------------------------------------------
 
@@ -199,23 +245,25 @@ class CosineHead(nn.Module):
                 f"got {tuple(embeddings.shape)}"
             )
 
+    @_outside_autocast
     def forward(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits (N, C): `s · cos` with the margin on the target column in training."""
         self._check_shape(embeddings)
         sim = self.similarity(embeddings)
-        previous_scale = self.current_scale.to(sim.dtype)
+        previous_scale = _as_dtype(self.current_scale, sim.dtype)
         if labels is None or not self.training:
             return sim * previous_scale
 
         valid, index, sim_target = _targets(sim, labels)
+        valid_f = valid.to(sim.dtype)
+        count = valid_f.sum()
 
         batch = None
         scale = previous_scale
         if self.track_statistics or self.adaptive:
             with torch.no_grad():
-                batch = self._measure(
-                    embeddings, sim.detach(), sim_target.detach(), index, valid, previous_scale
-                )
+                batch = self._measure(embeddings, sim.detach(), sim_target.detach(), index,
+                                      valid, count, previous_scale)
                 if self.adaptive:
                     scale = self.next_scale(batch, previous_scale)
 
@@ -230,13 +278,21 @@ class CosineHead(nn.Module):
 
         if self.track_statistics:
             with torch.no_grad():
-                self.statistics_vector = self._statistics(
-                    embeddings, sim.detach(), new_target.detach(), index, valid, batch, scale
-                )
+                # B_i at the scale of the logits: adacos-dynamic changed it (its ln B_avg
+                # statistic stays the one of its update rule, at s(t-1)).
+                ln_b = batch.ln_b
+                if self.adaptive:
+                    ln_b, _ = _log_nontarget_sum(sim.detach(), index, scale,
+                                                 self._workspace_like(sim))
+                # P_iy = e^{f_iy} / (e^{f_iy} + B_i) = sigmoid(f_iy - ln B_i): exact.
+                p_target = torch.sigmoid(new_target.detach() * scale - ln_b)
+                self.raw_statistics = self._raw_statistics(
+                    embeddings, sim.detach(), valid_f, batch, scale, p_target)
         if self.adaptive:
             self.current_scale.copy_(scale)
         return logits
 
+    @_outside_autocast
     def loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """The mean cross-entropy of `forward(embeddings, labels)` over the labelled rows,
         `F.cross_entropy(head(x, y), y, ignore_index=-1)`, with the same statistics and
@@ -254,30 +310,37 @@ class CosineHead(nn.Module):
             return F.cross_entropy(logits, labels, ignore_index=-1)
         self._check_shape(embeddings)
         sim = self.similarity(embeddings)
-        previous_scale = self.current_scale.to(sim.dtype)
-        valid, index, sim_target = _targets(sim, labels)
+        sim_d = sim.detach()
+        previous_scale = _as_dtype(self.current_scale, sim.dtype)
+        workspace = self._workspace_like(sim)
+        valid, index, sim_target = _targets(sim_d, labels)
+        valid_f = valid.to(sim.dtype)
+        count = valid_f.sum()
         batch, scale = None, previous_scale
         if self.adaptive:  # its update reads ln B at s(t-1): a pass before the loss's
             with torch.no_grad():
-                batch = self._measure(embeddings, sim.detach(), sim_target.detach(), index,
-                                      valid, previous_scale)
+                batch = self._measure(embeddings, sim_d, sim_target, index, valid, count,
+                                      previous_scale)
                 scale = self.next_scale(batch, previous_scale)
+        # The target logits' gradient goes into the loss's (N, C) gradient in place, at
+        # the target columns: a gather's backward would build a fresh (N, C) tensor for
+        # N numbers, and the engine one more to sum the two. Without a margin the loss
+        # does it itself; a margin has its own graph, ending in a `_TargetColumn`.
         new_target = sim_target
         if self.has_margin:
-            new_target = torch.where(valid, self.target_cosine(sim_target), sim_target)
-        count = valid.sum().to(sim.dtype)
-        loss, ln_b, top = _CosineCrossEntropy.apply(
-            sim, new_target * scale, index, valid / count, scale, self._workspace_like(sim))
+            column = _TargetColumn.apply(sim, sim_target, index, workspace)
+            new_target = torch.where(valid, self.target_cosine(column), column)
+        f_target = new_target * scale
+        loss, ln_b, top, p_target = _CosineCrossEntropy.apply(
+            sim, f_target, index, valid_f / count, scale, workspace, not self.has_margin)
         with torch.no_grad():
-            f_target = new_target.detach() * scale
-            self.correct = (valid & (f_target >= top)).sum()
+            self.correct = (valid & (f_target.detach() >= top)).sum()
             if self.track_statistics:
                 if batch is None:  # the loss's ln B is at this batch's (fixed) scale
-                    batch = self._measure(embeddings, sim.detach(), sim_target.detach(),
-                                          index, valid, scale, ln_b=ln_b)
-                self.statistics_vector = self._statistics(
-                    embeddings, sim.detach(), new_target.detach(), index, valid, batch,
-                    scale, ln_b_now=ln_b)
+                    batch = self._measure(embeddings, sim_d, sim_target, index, valid,
+                                          count, scale, ln_b=ln_b)
+                self.raw_statistics = self._raw_statistics(embeddings, sim_d, valid_f,
+                                                           batch, scale, p_target)
         if self.adaptive:
             self.current_scale.copy_(scale)
         return loss
@@ -296,6 +359,7 @@ class CosineHead(nn.Module):
         sim_target: Tensor,
         index: Tensor,
         valid: Tensor,
+        count: Tensor,
         scale: Tensor,
         ln_b: Tensor | None = None,
     ) -> _BatchGeometry:
@@ -303,20 +367,21 @@ class CosineHead(nn.Module):
         `ln_b`, when the caller has ln B_i at `scale` already (the fused loss's)."""
         cos_target = self.cosine_to_target(embeddings, sim_target, index)
         theta = torch.acos(cos_target.clamp(-1.0, 1.0))
-        invalid = ~valid
         # The slope of the scale update (one more pass) only where the scale moves.
         tilted = None
         if ln_b is None or self.adaptive:
             ln_b, tilted = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim),
                                               tilted=self.adaptive)
-        theta_valid = theta.masked_fill(invalid, math.nan)
-        ln_b_valid = ln_b.masked_fill(invalid, -math.inf)
-        count = valid.sum().to(sim.dtype)
+        theta_valid = torch.where(valid, theta, math.nan)
+        ln_b_valid = torch.where(valid, ln_b, -math.inf)
         if _distributed():  # the global batch's geometry: every rank holds the same
             theta_med, ln_b_sum, count = _global_geometry(
                 theta_valid, ln_b_valid, count, self.equal_rank_batches)
         else:
             theta_med, ln_b_sum = theta_valid.nanmedian(), ln_b_valid.logsumexp(dim=0)
+        # d ln B_avg / ds = Σ_i B_i m_i / Σ_i B_i, m_i row i's B-weighted mean cosine
+        # (B_i / Σ B_i with the global batch's sum: each rank's rows add their share).
+        tilt = None if tilted is None else torch.exp(ln_b_valid - ln_b_sum) @ tilted
         return _BatchGeometry(
             cos_target=cos_target,
             theta_rad=theta,
@@ -324,58 +389,67 @@ class CosineHead(nn.Module):
             ln_b=ln_b,
             ln_b_sum=ln_b_sum,
             count=count,
-            tilted_cos=tilted,
+            tilt=tilt,
         )
 
-    def _statistics(
+    def _raw_statistics(
         self,
         embeddings: Tensor,
         sim: Tensor,
-        new_target: Tensor,
-        index: Tensor,
-        valid: Tensor,
+        valid_f: Tensor,
         batch: _BatchGeometry,
         scale: Tensor,
-        ln_b_now: Tensor | None = None,
+        p_target: Tensor,
     ) -> Tensor:
-        """`STATISTICS` over the labelled rows, as one float32 vector (few ops: at small
-        sizes each op's fixed cost, not the arithmetic, is what a step pays). `ln_b_now`:
-        ln B_i at `scale`, when the caller has it (the fused loss)."""
-        # B_i at the scale of this batch's logits; adacos-dynamic changed it, and its
-        # ln B_avg statistic stays the one of its update rule, at s(t-1).
-        ln_b = batch.ln_b if ln_b_now is None else ln_b_now
-        if self.adaptive and ln_b_now is None:
-            ln_b, _ = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim))
-        # P_iy = e^{f_iy} / (e^{f_iy} + B_i) = sigmoid(f_iy - ln B_i): exact, never overflows.
-        p_target = torch.sigmoid(new_target * scale - ln_b)
-        cos_mean, cos_square = self.nontarget_cosine_moments(embeddings, sim, batch.cos_target)
-        per_row = torch.stack([batch.theta_rad, cos_mean, cos_square, p_target])
-        # d ln B_avg / ds = Σ_i B_i m_i / Σ_i B_i, m_i row i's B-weighted mean cosine
-        # (B_i / Σ B_i with the global batch's sum: each rank's rows add their share).
-        weights = torch.exp(batch.ln_b - batch.ln_b_sum) * valid
-        if _distributed():
-            tilt = (weights @ batch.tilted_cos).view(1) if batch.tilted_cos is not None \
-                else weights.new_zeros(1)
-            sums = torch.cat([per_row @ valid.to(per_row.dtype), tilt])
+        """The batch's `RAW_STATISTICS`, as one vector: sums over the labelled rows and
+        the few values no sum gives, in as few ops as there are reductions (at small
+        sizes each op's fixed cost, not the arithmetic, is what a step pays); the
+        ratios and the rest are `finish_statistics`'s, once per log window."""
+        row_sum, row_square = self.cosine_row_sums(embeddings, sim)
+        cos_target = batch.cos_target
+        per_row = torch.stack([batch.theta_rad, row_sum, row_square, cos_target,
+                               cos_target * cos_target, p_target])
+        tilt = batch.tilt
+        if _distributed():  # this rank's share of each sum, then the global batch's
+            share = tilt.view(1) if tilt is not None else per_row.new_zeros(1)
+            sums = torch.cat([per_row @ valid_f, share])
             torch.distributed.all_reduce(sums)
-            theta_mean, mu, second, p_target_mean = (sums[:4] / batch.count).unbind()
-            weighted_tilt = sums[4]
+            sums, tilt = sums[:-1], (sums[-1] if tilt is not None else None)
         else:
-            theta_mean, mu, second, p_target_mean = (per_row @ (valid / batch.count)).unbind()
-            weighted_tilt = weights @ batch.tilted_cos if batch.tilted_cos is not None else None
-        ln_b_avg = batch.ln_b_sum - batch.count.log()
+            sums = per_row @ valid_f
+        if tilt is None:
+            tilt = self._nan_like(scale)
+        head = torch.stack([scale, batch.theta_med_rad, batch.count, batch.ln_b_sum, tilt])
+        return torch.cat([head, sums])
+
+    def _nan_like(self, x: Tensor) -> Tensor:
+        """A 0-d NaN of `x`'s dtype and device, kept (one op less a step)."""
+        nan = self._nan
+        if nan is None or nan.dtype != x.dtype or nan.device != x.device:
+            nan = self._nan = torch.full((), math.nan, dtype=x.dtype, device=x.device)
+        return nan
+
+    def finish_statistics(self, raw: Tensor) -> Tensor:
+        """`STATISTICS` (..., 11) from `RAW_STATISTICS` (..., 11): one batch's, or a log
+        window's rows at once, in float32 (float64 stays float64)."""
+        (scale, theta_med, count, ln_b_sum, tilt, theta_sum, cos_sum, square_sum,
+         target_sum, target_square_sum, p_target_sum) = raw.unbind(-1)
+        others = count * max(self.num_classes - 1, 1)
+        mu = (cos_sum - target_sum) / others
+        second = (square_sum - target_square_sum) / others
+        ln_b_avg = ln_b_sum - count.log()
         var = (second - mu * mu).clamp(min=0.0)  # pooled over (i, k ≠ y_i)
         # d_eff / d_eff_min with d_eff_min = 2 k² ln(C-1) / (1 - k μ)², k = 1 / cos(min(π/4,
         # θ_med)) (theory.min_stable_effective_dim), written without a division by zero.
-        cos_k = torch.cos(batch.theta_med_rad.clamp(max=math.pi / 4))
+        cos_k = torch.cos(theta_med.clamp(max=math.pi / 4))
         slack = (1.0 - mu / cos_k).clamp(min=0.0)
         margin = slack * slack * cos_k * cos_k * self._inv_ln_c_minus_1 / (2.0 * var)
-        slope = weighted_tilt / cos_k if batch.tilted_cos is not None \
-            else torch.full_like(mu, math.nan)
-        return torch.stack([
-            scale, batch.theta_med_rad, theta_mean, mu, p_target_mean,
-            ln_b_avg, ln_b_avg * self._inv_ln_c_minus_1, var, 1.0 / var, margin, slope,
-        ]).float()
+        finished = torch.stack([
+            scale, theta_med, theta_sum / count, mu, p_target_sum / count,
+            ln_b_avg, ln_b_avg * self._inv_ln_c_minus_1, var, 1.0 / var, margin,
+            tilt / cos_k,
+        ], dim=-1)
+        return finished if finished.dtype == torch.float64 else finished.float()
 
 
 class _BatchGeometry(NamedTuple):
@@ -388,14 +462,23 @@ class _BatchGeometry(NamedTuple):
     ln_b: Tensor  #: ln B_i = ln Σ_{k≠y_i} exp(s cos θ_ik) at the batch's starting s, (N,)
     ln_b_sum: Tensor  #: ln Σ_i B_i over labelled rows (0-d; -inf if none)
     count: Tensor  #: number of labelled rows (0-d, float)
-    #: Σ_{k≠y_i} sim_ik B_ik / B_i: the mean non-target cosine weighted as in B_i,
-    #: which is d ln B_i / ds (N,); None for heads whose scale is fixed
-    tilted_cos: Tensor | None
+    #: Σ_i B_i m_i / Σ_i B_i (0-d), m_i = Σ_{k≠y_i} sim_ik B_ik / B_i the row's
+    #: B-weighted mean non-target cosine: d ln B_avg / ds (this rank's share under
+    #: torch.distributed); None for heads whose scale is fixed
+    tilt: Tensor | None
+
+
+def _as_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """`x.to(dtype)` without the call when it would return `x` (each op costs a step
+    some µs at small sizes)."""
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 def _targets(sim: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(labelled rows, target columns (N, 1) with −1 read as 0, sim at them (N,))."""
-    labels = labels.to(device=sim.device, dtype=torch.long).reshape(-1, 1)
+    if labels.dtype != torch.long or labels.device != sim.device:
+        labels = labels.to(device=sim.device, dtype=torch.long)
+    labels = labels.reshape(-1, 1)
     index = labels.clamp(min=0)
     return labels.squeeze(1) >= 0, index, sim.gather(1, index).squeeze(1)
 
@@ -422,26 +505,55 @@ def _log_nontarget_sum(
     return ln_b, weighted / row_sum
 
 
+class _TargetColumn(torch.autograd.Function):
+    """The target cosines `sim_target` = sim[i, y_i] (N,), computed by the caller, as a
+    node of `sim`'s graph whose backward adds their gradient into `workspace` in place
+    and returns none for `sim`. Only for `_CosineCrossEntropy`, whose backward runs
+    first (the target logits are its input) and returns that same workspace as the
+    gradient of `sim`: the two gradients meet in one (N, C) tensor, where a gather's
+    backward would allocate and fill a fresh one and the engine a third to add them."""
+
+    @staticmethod
+    def forward(ctx: Any, sim: Tensor, sim_target: Tensor, index: Tensor,
+                workspace: Tensor) -> Tensor:
+        # Kept as attributes, not saved tensors: the workspace is meant to change (it
+        # becomes the gradient) before this backward reads it.
+        ctx.index, ctx.workspace = index, workspace
+        return sim_target.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_target: Tensor) -> tuple[Tensor | None, ...]:
+        ctx.workspace.scatter_add_(1, ctx.index, grad_target.unsqueeze(1).to(
+            ctx.workspace.dtype))
+        return None, None, None, None
+
+
 class _CosineCrossEntropy(torch.autograd.Function):
     """The mean cross-entropy of cosine logits from one pass over the (N, C) cosines.
 
     Inputs: `sim` (N, C), `f_target` (N,) the target logits (scale and margin in, with
-    their own autograd graph), `index` (N, 1) the target columns, `weight` (N,) each
-    row's share of the mean (1 / count for a labelled row, 0 otherwise), `scale` (0-d)
-    and a scratch tensor shaped like `sim`. With e_ik = exp(s sim_ik − M_i) over the
-    non-targets (M_i their largest logit) and S_i = Σ_k e_ik:
+    their own autograd graph, from `_TargetColumn`), `index` (N, 1) the target columns,
+    `weight` (N,) each row's share of the mean (1 / count for a labelled row, 0
+    otherwise), `scale` (0-d) and `workspace`, a scratch tensor shaped like `sim`. With
+    e_ik = exp(s sim_ik − M_i) over the non-targets (M_i their largest logit) and
+    S_i = Σ_k e_ik:
 
         ln B_i = M_i + ln S_i,   CE_i = softplus(ln B_i − f_iy),   p_i = sigmoid(f_iy − ln B_i)
 
     and the gradient is ∂CE_i/∂f_iy = p_i − 1, ∂CE_i/∂sim_ik = s e_ik (1 − p_i) / S_i
-    (k ≠ y_i): softmax's own, with the exponentials already in the scratch tensor, which
-    the backward turns into the gradient in place. Returns (loss, ln B_i, M_i); the last
-    two carry no gradient. Not twice differentiable.
+    (k ≠ y_i): softmax's own, with the exponentials already in the workspace, which
+    the backward turns into the gradient of `sim` in place. Its target column, where
+    e_iy = 0, gets the target's gradient: from `_TargetColumn` through the margin's
+    graph, or, with `plain` (no margin: f_iy = s sim_iy, no graph of its own), from
+    this backward, as s (p_i − 1). Returns (loss, ln B_i, M_i, p_i); the last three
+    carry no gradient. Not twice differentiable.
     """
 
     @staticmethod
     def forward(ctx: Any, sim: Tensor, f_target: Tensor, index: Tensor, weight: Tensor,
-                scale: Tensor, workspace: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+                scale: Tensor, workspace: Tensor, plain: bool,
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         scaled = torch.mul(sim, scale, out=workspace)
         scaled.scatter_(1, index, -math.inf)
         top = scaled.amax(dim=1, keepdim=True)
@@ -449,21 +561,26 @@ class _CosineCrossEntropy(torch.autograd.Function):
         row_sum = e.sum(dim=1)
         ln_b = top.squeeze(1) + row_sum.log()
         z = f_target - ln_b
-        # softplus(−z) = max(−z, 0) + ln(1 + e^{−|z|}), exact for every z (F.softplus
-        # turns linear above 20 and drops e^{−20} ≈ 2e-9 of the loss).
-        loss = (torch.clamp(-z, min=0.0) + torch.log1p(torch.exp(-z.abs()))) @ weight
+        # CE_i = softplus(−z) = −log sigmoid(z), which F.logsigmoid gives exactly for
+        # every z (F.softplus turns linear above 20 and drops e^{−20} ≈ 2e-9 of it).
+        loss = -(F.logsigmoid(z) @ weight)
         p = torch.sigmoid(z)
-        ctx.save_for_backward(e, row_sum, p, weight, scale)
-        ctx.mark_non_differentiable(ln_b, top)
-        return loss, ln_b, top.squeeze(1)
+        ctx.save_for_backward(e, row_sum, p, weight, scale, index)
+        ctx.plain = plain
+        ctx.mark_non_differentiable(ln_b, top, p)
+        return loss, ln_b, top.squeeze(1), p
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_loss: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
-        e, row_sum, p, weight, scale = ctx.saved_tensors
+        e, row_sum, p, weight, scale, index = ctx.saved_tensors
         row = grad_loss * weight
         grad_sim = e.mul_((row * scale * (1.0 - p) / row_sum).unsqueeze(1))
-        return grad_sim, row * (p - 1.0), None, None, None, None
+        grad_target = row * (p - 1.0)
+        if ctx.plain:
+            grad_sim.scatter_add_(1, index, (grad_target * scale).unsqueeze(1))
+            grad_target = None
+        return grad_sim, grad_target, None, None, None, None, None
 
 
 class CosFaceHead(CosineHead):
@@ -632,15 +749,15 @@ class SoftmaxHead(CosineHead):
         w = F.normalize(self.weight.detach()[index.squeeze(1)].to(sim_target.dtype), dim=1)
         return (x * w).sum(dim=1)
 
-    def nontarget_cosine_moments(
-        self, embeddings: Tensor, sim: Tensor, cos_target: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    def cosine_row_sums(self, embeddings: Tensor, sim: Tensor) -> tuple[Tensor, Tensor]:
         # Σ_k <x̂, Ŵ_k> = <x̂, Σ_k Ŵ_k>: O((N + C) D), no (N, C) pass. The squares have no
         # such shortcut (they would cost a second matmul): NaN.
         x = F.normalize(embeddings.detach().to(sim.dtype), dim=1)
-        w_sum = F.normalize(self.weight.detach().to(sim.dtype), dim=1).sum(dim=0)
-        mean = (x @ w_sum - cos_target) / max(self.num_classes - 1, 1)
-        return mean, torch.full_like(mean, math.nan)
+        w = self.weight.detach().to(sim.dtype)
+        # Σ_k W_k / ‖W_k‖ as one vector-matrix product: no normalised (C, D) copy.
+        w_sum = torch.linalg.vector_norm(w, dim=1).clamp_min(1e-12).reciprocal() @ w
+        row_sum = x @ w_sum
+        return row_sum, torch.full_like(row_sum, math.nan)
 
 
 # The heads' hyperparameters and their validation live in `theory` (no torch), so the

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from adastudy import checkpoint, distributed, evaluate
 from adastudy.data import PairSet, TrialData, build_trial_data
 from adastudy.errors import ParameterError
-from adastudy.heads import STATISTICS, build_head, check_head_params
+from adastudy.heads import RAW_STATISTICS, STATISTICS, build_head, check_head_params
 from adastudy.models import build_backbone
 from adastudy.spec import SET_METRIC_PREFIX, TrainSpec, TrialSpec
 
@@ -281,13 +281,18 @@ def _final_metrics(model: nn.Module, data: TrialData, flip: bool) -> dict[str, f
     return metrics
 
 
-#: What each step writes into its log-window row, on the device.
+#: What each step writes into its log-window row, on the device: the loss, the head's
+#: raw statistics and the count of correct predictions; and what a window's rows become
+#: when it closes (the head finishes the statistics of all its steps at once).
+_RAW_COLUMNS = ("loss", *RAW_STATISTICS, "train_accuracy")
 _COLUMNS = ("loss", *STATISTICS, "train_accuracy")
 
 
 class _LogWindow:
     """The steps of one log window, written on the device (one row per step: loss, the
-    head's statistics, correct predictions) and read by the host once per window.
+    head's raw statistics, correct predictions) and read by the host once per window,
+    after `finish` (the head's `finish_statistics`) has turned the raw statistics of
+    all its rows into `STATISTICS` in one go.
 
     `close(step)` is the one host sync: it checks each step for divergence, notes the
     first steps below the θ_med levels and the scale clamps, and returns the window's
@@ -296,8 +301,9 @@ class _LogWindow:
     """
 
     def __init__(self, train: TrainSpec, guards: _ScaleGuards, device: torch.device,
-                 world: int = 1) -> None:
-        self.rows = torch.empty(train.log_every, len(_COLUMNS), device=device)
+                 finish: Callable[[Tensor], Tensor], world: int = 1) -> None:
+        self.rows = torch.empty(train.log_every, len(_RAW_COLUMNS), device=device)
+        self.finish = finish
         #: Ranks of the trial: the loss and the correct counts are summed over them at
         #: each close (the statistics are the global batch's already), so every rank
         #: reads the same window and they diverge, or not, together.
@@ -335,7 +341,9 @@ class _LogWindow:
             torch.distributed.all_reduce(summed)
             block[:, 0] = summed[:, 0] / self.world  # the mean of equal shards' means
             block[:, -1] = summed[:, 1]
-        values = self.rows[: self.steps].tolist()
+        block = self.rows[: self.steps]
+        values = torch.cat([block[:, :1], self.finish(block[:, 1:-1]), block[:, -1:]],
+                           dim=1).tolist()
         elapsed = time.perf_counter() - self.started
         self.train_time_s += elapsed
         first_step = step - self.steps + 1
@@ -526,7 +534,7 @@ def _run_trial(
     if ranks.world > 1:  # DDP averages the gradients of model and head over the ranks
         forward = distributed.data_parallel(model, head, forward, device)
     flip = train.flip_eval and data.flippable
-    window = _LogWindow(train, guards, device, ranks.world)
+    window = _LogWindow(train, guards, device, head.finish_statistics, ranks.world)
     start_epoch, step, val_accuracy = 0, 0, float("nan")
     every = train.checkpoint_every
     digest = checkpoint.trial_digest(spec) if checkpoint_dir is not None else ""
@@ -598,7 +606,7 @@ def _run_trial(
                 scaler.update()
             scheduler.step()
             with torch.no_grad():
-                torch.cat([loss.detach().view(1), head.statistics_vector,
+                torch.cat([loss.detach().view(1), head.raw_statistics,
                            head.correct.view(1)], out=window.row())
             step += 1
             window.add(y.shape[0] * ranks.world)

@@ -26,10 +26,10 @@ N, D = 256, 512
 TARGET = 1.05
 
 
-def _mean_only(self: CosineHead, embeddings: torch.Tensor, sim: torch.Tensor,
-               cos_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = (sim.sum(dim=1) - cos_target) / max(self.num_classes - 1, 1)
-    return mean, mean  # the second moment costs nothing: the step before the variance
+def _mean_only(self: CosineHead, embeddings: torch.Tensor,
+               sim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    row_sum = sim.sum(dim=1)
+    return row_sum, row_sum  # the squares cost nothing: the step before the variance
 
 
 def _without_slope(sim, index, scale, workspace, tilted=False):  # noqa: ANN001, ANN202
@@ -40,8 +40,8 @@ def _without_slope(sim, index, scale, workspace, tilted=False):  # noqa: ANN001,
 _LOG_SUM = heads._log_nontarget_sum
 #: variant → (the non-target moments, the ln B_i function)
 VARIANTS = {
-    "all": (CosineHead.nontarget_cosine_moments, _LOG_SUM),
-    "no slope": (CosineHead.nontarget_cosine_moments, _without_slope),
+    "all": (CosineHead.cosine_row_sums, _LOG_SUM),
+    "no slope": (CosineHead.cosine_row_sums, _without_slope),
     "mean only": (_mean_only, _without_slope),
 }
 
@@ -62,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.rounds):
                 for variant in names[r % 3:] + names[:r % 3]:  # each goes first in turn
                     moments, log_sum = VARIANTS[variant]
-                    CosineHead.nontarget_cosine_moments = moments
+                    CosineHead.cosine_row_sums = moments
                     heads._log_nontarget_sum = log_sum
                     begin = time.perf_counter()
                     F.cross_entropy(head(x, y), y).backward()
                     times[variant].append(time.perf_counter() - begin)
-            CosineHead.nontarget_cosine_moments, heads._log_nontarget_sum = VARIANTS["all"]
+            CosineHead.cosine_row_sums, heads._log_nontarget_sum = VARIANTS["all"]
             med = {k: statistics.median(v[2:]) for k, v in times.items()}
             print(f"C = {classes:,} {name}: all {med['all'] * 1e3:.1f} ms, no slope "
                   f"{med['no slope'] * 1e3:.1f} ms, mean only {med['mean only'] * 1e3:.1f} "

@@ -237,6 +237,55 @@ def test_the_fused_loss_in_eval_mode_is_the_plain_cross_entropy(head_name):
         head.train().loss(x, None)
 
 
+def test_under_bfloat16_autocast_the_loss_and_statistics_stay_float32(head_name):
+    # bfloat16 keeps 3 significant digits: a loss, a B-weighted mean or a sum over the
+    # batch computed under the caller's autocast would be off by about 1e-3.
+    C, D, N = 2000, 32, 256
+    plain, cast = make(head_name, C, D), make(head_name, C, D)
+    x, y = batch(C, D, N)
+    x = x.float()
+    y[::5] = -1
+    for method in ("loss", "forward"):
+        want = getattr(plain, method)(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = getattr(cast, method)(x, y)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(cast.statistics_vector, plain.statistics_vector,
+                                   rtol=1e-5, atol=1e-6, equal_nan=True)
+        assert cast.scale == pytest.approx(plain.scale, rel=1e-6)
+
+
+def test_a_windows_raw_rows_finish_to_each_steps_statistics(head_name):
+    # The trainer finishes a log window's raw rows at once: row by row, that must be
+    # each step's own statistics, whatever the other rows hold (NaN, no labels).
+    head = make(head_name, 40, 6)
+    raws, finished = [], []
+    for step in range(4):
+        x, y = batch(40, 6, 16, seed=step)
+        if step == 2:
+            y[:] = -1  # a batch without labels: its statistics are NaN, not the others'
+        head.loss(x.float(), y).backward()
+        raws.append(head.raw_statistics.clone())
+        finished.append(head.statistics_vector)
+    window = head.finish_statistics(torch.stack(raws))
+    assert window.shape == (4, len(STATISTICS))
+    for step in range(4):
+        torch.testing.assert_close(window[step], finished[step], equal_nan=True)
+    assert torch.isnan(window[2, STATISTICS.index("theta_mean_rad")])
+    assert torch.isfinite(window[3, STATISTICS.index("theta_mean_rad")])
+
+
+def test_two_losses_before_one_backward_fail_loudly_not_silently(head_name):
+    # Both losses would share the head's scratch tensor: the first one's gradient must
+    # not be computed from the second batch's exponentials.
+    head = make(head_name, 40, 6)
+    (x1, y1), (x2, y2) = batch(40, 6, 16, seed=1), batch(40, 6, 16, seed=2)
+    total = head.loss(x1, y1) + head.loss(x2, y2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        total.backward()
+
+
 def test_arcface_beyond_pi_minus_m_matches_the_reference_and_falls():
     m = 0.5
     head = make("arcface", num_classes=4, dim=3, s=10.0, m=m).double()
@@ -441,7 +490,7 @@ def test_statistics_are_device_tensors_and_can_be_switched_off(head_name):
     head(x.float(), y)
     assert set(head.statistics) == set(STATISTICS)
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in head.statistics.values())
-    head.statistics_vector = None
+    head.raw_statistics = None
     head.track_statistics = False
     head(x.float(), y)
     assert head.statistics == {}

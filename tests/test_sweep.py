@@ -90,7 +90,9 @@ def test_two_workers_share_the_grid_without_duplicates(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_finishes_each_point_once(tmp_path):
-    spec_path = write_spec(tmp_path, epochs=6)
+    # Trials long enough (about half a second each) and polls short enough that the
+    # kill lands with some trials done and some not, however fast the loop gets.
+    spec_path = write_spec(tmp_path, epochs=40)
     out = tmp_path / "run"
     command = [SCRIPT, "sweep", str(spec_path), "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -99,7 +101,7 @@ def test_sigkill_mid_sweep_then_rerun_finishes_each_point_once(tmp_path):
         records = list((out / "trials").glob("*.json")) if (out / "trials").exists() else []
         if len(records) >= 2:
             break
-        time.sleep(0.2)
+        time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     first = keys_of(out)
