@@ -18,7 +18,9 @@ Without labels, with every label −1, or in eval mode, a head returns `s · cos
 for softmax): no margin and no AdaCos update. A label of −1 leaves its row untouched.
 
 After each training forward with labels, `head.statistics` holds what the paper plots, as
-0-d device tensors (no host sync): see `STATISTICS`.
+0-d device tensors (no host sync): see `STATISTICS`. A step records only per-sample rows
+(`head.statistics_rows`, see `ROW_STATISTICS`); `finish_statistics` reduces them, for one
+batch or for a training loop's whole log window at once.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from adastudy.theory import HEAD_DEFAULTS, HEAD_NAMES, check_head_params, fixed_
 __all__ = [
     "DEFAULTS",
     "HEAD_NAMES",
-    "RAW_STATISTICS",
+    "ROW_STATISTICS",
     "STATISTICS",
     "AdaCosDynamicHead",
     "AdaCosFixedHead",
@@ -89,24 +91,22 @@ STATISTICS = (
     "update_slope",
 )
 
-#: What a training step records (`head.raw_statistics`), from which `finish_statistics`
-#: gives `STATISTICS`: the values that are no sum (s, θ_med, the labelled rows' count,
-#: ln Σ_i B_i and dynamic AdaCos's B-weighted mean cosine, NaN for the others), then
-#: sums over the labelled rows of θ_i, Σ_k cos θ_ik, Σ_k cos² θ_ik (every class k),
-#: cos θ_iy, cos² θ_iy and P_iy. The ratios, the moments and the rest follow from these
-#: without touching the batch again, so a loop finishes a window's steps at once.
-RAW_STATISTICS = (
+#: What a training step records per sample (`head.statistics_rows`, one row of N each),
+#: from which `finish_statistics` gives `STATISTICS`: 1 for a labelled sample (0 for a
+#: label of −1 or a loop's padding), cos θ_iy, ln B_i (for adacos-dynamic at s(t−1)),
+#: P_iy, Σ_k cos θ_ik and Σ_k cos² θ_ik over every class k, dynamic AdaCos's
+#: B-weighted mean non-target cosine m_i (NaN for the other heads), and s (the same in
+#: every column). Medians, log-sum-exps and sums over the samples all wait for the
+#: finish, so a loop records a step in one op and finishes a whole log window at once.
+ROW_STATISTICS = (
+    "labelled",
+    "cos_target",
+    "ln_b",
+    "p_target",
+    "cos_row_sum",
+    "cos_square_row_sum",
+    "tilted_cos",
     "s",
-    "theta_med_rad",
-    "count",
-    "ln_b_sum",
-    "tilt",
-    "theta_sum_rad",
-    "cos_sum",
-    "cos_square_sum",
-    "target_cos_sum",
-    "target_cos_square_sum",
-    "p_target_sum",
 )
 
 #: The statistics of the cosines' spread, which softmax (not a cosine head) records as
@@ -161,18 +161,19 @@ class CosineHead(nn.Module):
         self.register_buffer("current_scale", torch.tensor(float(s), dtype=torch.float32))
         self.track_statistics = True
         #: Under `torch.distributed`: every rank's batch has the same number of rows (the
-        #: trainer's shards do). θ_med is then the exact median of the global batch,
-        #: gathered from every rank; otherwise the mean of the ranks' medians (rows of
-        #: unknown count cannot be gathered without the host learning the counts).
+        #: trainer's shards do). θ_med in dynamic AdaCos's update is then the exact
+        #: median of the global batch, gathered from every rank; otherwise the mean of
+        #: the ranks' medians (rows of unknown count cannot be gathered each step without
+        #: the host learning the counts). The statistics are always the global batch's.
         self.equal_rank_batches = False
-        #: The last training batch's `RAW_STATISTICS` as one device tensor: a training
-        #: loop copies it with a single op per step and finishes a window's rows at once
+        #: The last training batch's `ROW_STATISTICS`, (8, N) on the device: a training
+        #: loop copies it with one op per step and finishes a window's rows at once
         #: (`finish_statistics`); None before the first training batch with labels.
-        self.raw_statistics: Tensor | None = None
+        self.statistics_rows: Tensor | None = None
         #: `loss`'s count of the labelled rows it classified right (0-d device tensor).
         self.correct: Tensor | None = None
         self._workspace: Tensor | None = None
-        self._nan: Tensor | None = None
+        self._nan_row: Tensor | None = None
         # ln(C - 1) normalises ln B_avg; C = 2 gives 0, where the ratio is undefined.
         self._inv_ln_c_minus_1 = 1.0 / math.log(num_classes - 1) if num_classes > 2 else math.nan
 
@@ -186,9 +187,11 @@ class CosineHead(nn.Module):
     @property
     def statistics_vector(self) -> Tensor | None:
         """The last training batch's statistics in the order of `STATISTICS`, as one
-        float32 device tensor (float64 for float64 inputs); None before the first."""
-        raw = self.raw_statistics
-        return None if raw is None else self.finish_statistics(raw)
+        float32 device tensor (float64 for float64 inputs); None before the first.
+        Under torch.distributed, the global batch's: every rank must read it (it
+        gathers the ranks' rows)."""
+        rows = self.statistics_rows
+        return None if rows is None else self.finish_statistics(rows)
 
     @property
     def scale(self) -> float:
@@ -254,18 +257,14 @@ class CosineHead(nn.Module):
         if labels is None or not self.training:
             return sim * previous_scale
 
+        sim_d = sim.detach()
         valid, index, sim_target = _targets(sim, labels)
-        valid_f = valid.to(sim.dtype)
-        count = valid_f.sum()
-
-        batch = None
-        scale = previous_scale
-        if self.track_statistics or self.adaptive:
+        batch, scale = None, previous_scale
+        if self.adaptive:
             with torch.no_grad():
-                batch = self._measure(embeddings, sim.detach(), sim_target.detach(), index,
-                                      valid, count, previous_scale)
-                if self.adaptive:
-                    scale = self.next_scale(batch, previous_scale)
+                batch = self._measure(embeddings, sim_d, sim_target.detach(), index, valid,
+                                      previous_scale)
+                scale = self.next_scale(batch, previous_scale)
 
         logits = sim * scale
         new_target = sim_target
@@ -278,16 +277,14 @@ class CosineHead(nn.Module):
 
         if self.track_statistics:
             with torch.no_grad():
-                # B_i at the scale of the logits: adacos-dynamic changed it (its ln B_avg
-                # statistic stays the one of its update rule, at s(t-1)).
-                ln_b = batch.ln_b
-                if self.adaptive:
-                    ln_b, _ = _log_nontarget_sum(sim.detach(), index, scale,
-                                                 self._workspace_like(sim))
+                # B_i at the scale of the logits, for P_iy; adacos-dynamic's ln B_i
+                # statistic stays the one of its update rule, at s(t-1).
+                ln_b_now, _ = _log_nontarget_sum(sim_d, index, scale, self._workspace_like(sim))
                 # P_iy = e^{f_iy} / (e^{f_iy} + B_i) = sigmoid(f_iy - ln B_i): exact.
-                p_target = torch.sigmoid(new_target.detach() * scale - ln_b)
-                self.raw_statistics = self._raw_statistics(
-                    embeddings, sim.detach(), valid_f, batch, scale, p_target)
+                p_target = torch.sigmoid(new_target.detach() * scale - ln_b_now)
+                self.statistics_rows = self._rows(
+                    embeddings, sim_d, sim_target.detach(), index, valid.to(sim.dtype),
+                    batch, ln_b_now, p_target, scale)
         if self.adaptive:
             self.current_scale.copy_(scale)
         return logits
@@ -315,11 +312,10 @@ class CosineHead(nn.Module):
         workspace = self._workspace_like(sim)
         valid, index, sim_target = _targets(sim_d, labels)
         valid_f = valid.to(sim.dtype)
-        count = valid_f.sum()
         batch, scale = None, previous_scale
         if self.adaptive:  # its update reads ln B at s(t-1): a pass before the loss's
             with torch.no_grad():
-                batch = self._measure(embeddings, sim_d, sim_target, index, valid, count,
+                batch = self._measure(embeddings, sim_d, sim_target, index, valid,
                                       previous_scale)
                 scale = self.next_scale(batch, previous_scale)
         # The target logits' gradient goes into the loss's (N, C) gradient in place, at
@@ -332,15 +328,13 @@ class CosineHead(nn.Module):
             new_target = torch.where(valid, self.target_cosine(column), column)
         f_target = new_target * scale
         loss, ln_b, top, p_target = _CosineCrossEntropy.apply(
-            sim, f_target, index, valid_f / count, scale, workspace, not self.has_margin)
+            sim, f_target, index, valid_f / valid_f.sum(), scale, workspace,
+            not self.has_margin)
         with torch.no_grad():
             self.correct = (valid & (f_target.detach() >= top)).sum()
             if self.track_statistics:
-                if batch is None:  # the loss's ln B is at this batch's (fixed) scale
-                    batch = self._measure(embeddings, sim_d, sim_target, index, valid,
-                                          count, scale, ln_b=ln_b)
-                self.raw_statistics = self._raw_statistics(embeddings, sim_d, valid_f,
-                                                           batch, scale, p_target)
+                self.statistics_rows = self._rows(embeddings, sim_d, sim_target, index,
+                                                  valid_f, batch, ln_b, p_target, scale)
         if self.adaptive:
             self.current_scale.copy_(scale)
         return loss
@@ -359,84 +353,82 @@ class CosineHead(nn.Module):
         sim_target: Tensor,
         index: Tensor,
         valid: Tensor,
-        count: Tensor,
         scale: Tensor,
-        ln_b: Tensor | None = None,
     ) -> _BatchGeometry:
-        """What the statistics and the AdaCos update both need, over labelled rows;
-        `ln_b`, when the caller has ln B_i at `scale` already (the fused loss's)."""
+        """What dynamic AdaCos's update reads, over the labelled rows of the global
+        batch (under torch.distributed, every rank holds the same), and what the
+        statistics take from the same pass."""
         cos_target = self.cosine_to_target(embeddings, sim_target, index)
         theta = torch.acos(cos_target.clamp(-1.0, 1.0))
-        # The slope of the scale update (one more pass) only where the scale moves.
-        tilted = None
-        if ln_b is None or self.adaptive:
-            ln_b, tilted = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim),
-                                              tilted=self.adaptive)
+        ln_b, tilted = _log_nontarget_sum(sim, index, scale, self._workspace_like(sim),
+                                          tilted=True)
         theta_valid = torch.where(valid, theta, math.nan)
         ln_b_valid = torch.where(valid, ln_b, -math.inf)
-        if _distributed():  # the global batch's geometry: every rank holds the same
+        if _distributed():
             theta_med, ln_b_sum, count = _global_geometry(
-                theta_valid, ln_b_valid, count, self.equal_rank_batches)
+                theta_valid, ln_b_valid, valid.sum().to(sim.dtype), self.equal_rank_batches)
         else:
             theta_med, ln_b_sum = theta_valid.nanmedian(), ln_b_valid.logsumexp(dim=0)
-        # d ln B_avg / ds = Σ_i B_i m_i / Σ_i B_i, m_i row i's B-weighted mean cosine
-        # (B_i / Σ B_i with the global batch's sum: each rank's rows add their share).
-        tilt = None if tilted is None else torch.exp(ln_b_valid - ln_b_sum) @ tilted
-        return _BatchGeometry(
-            cos_target=cos_target,
-            theta_rad=theta,
-            theta_med_rad=theta_med,
-            ln_b=ln_b,
-            ln_b_sum=ln_b_sum,
-            count=count,
-            tilt=tilt,
-        )
+            count = valid.sum().to(sim.dtype)
+        return _BatchGeometry(cos_target=cos_target, theta_med_rad=theta_med, ln_b=ln_b,
+                              ln_b_sum=ln_b_sum, count=count, tilted_cos=tilted)
 
-    def _raw_statistics(
+    def _rows(
         self,
         embeddings: Tensor,
         sim: Tensor,
+        sim_target: Tensor,
+        index: Tensor,
         valid_f: Tensor,
-        batch: _BatchGeometry,
-        scale: Tensor,
+        batch: _BatchGeometry | None,
+        ln_b_now: Tensor,
         p_target: Tensor,
+        scale: Tensor,
     ) -> Tensor:
-        """The batch's `RAW_STATISTICS`, as one vector: sums over the labelled rows and
-        the few values no sum gives, in as few ops as there are reductions (at small
-        sizes each op's fixed cost, not the arithmetic, is what a step pays); the
-        ratios and the rest are `finish_statistics`'s, once per log window."""
+        """The batch's `ROW_STATISTICS`, (8, N): the per-sample values, in as few ops
+        as can be (at small sizes each op's fixed cost, not the arithmetic, is what a
+        step pays); every reduction over the samples is `finish_statistics`'s."""
         row_sum, row_square = self.cosine_row_sums(embeddings, sim)
-        cos_target = batch.cos_target
-        per_row = torch.stack([batch.theta_rad, row_sum, row_square, cos_target,
-                               cos_target * cos_target, p_target])
-        tilt = batch.tilt
-        if _distributed():  # this rank's share of each sum, then the global batch's
-            share = tilt.view(1) if tilt is not None else per_row.new_zeros(1)
-            sums = torch.cat([per_row @ valid_f, share])
-            torch.distributed.all_reduce(sums)
-            sums, tilt = sums[:-1], (sums[-1] if tilt is not None else None)
+        if batch is None:  # a fixed scale: the loss's ln B_i is the statistic's
+            cos_target = self.cosine_to_target(embeddings, sim_target, index)
+            ln_b, tilted = ln_b_now, self._nan_row_like(row_sum)
         else:
-            sums = per_row @ valid_f
-        if tilt is None:
-            tilt = self._nan_like(scale)
-        head = torch.stack([scale, batch.theta_med_rad, batch.count, batch.ln_b_sum, tilt])
-        return torch.cat([head, sums])
+            cos_target, ln_b, tilted = batch.cos_target, batch.ln_b, batch.tilted_cos
+        return torch.stack([valid_f, cos_target, ln_b, p_target, row_sum, row_square,
+                            tilted, scale.expand_as(row_sum)])
 
-    def _nan_like(self, x: Tensor) -> Tensor:
-        """A 0-d NaN of `x`'s dtype and device, kept (one op less a step)."""
-        nan = self._nan
-        if nan is None or nan.dtype != x.dtype or nan.device != x.device:
-            nan = self._nan = torch.full((), math.nan, dtype=x.dtype, device=x.device)
+    def _nan_row_like(self, x: Tensor) -> Tensor:
+        """NaN shaped like `x`, kept between batches (one op less a step)."""
+        nan = self._nan_row
+        if nan is None or nan.shape != x.shape or nan.dtype != x.dtype or nan.device != x.device:
+            nan = self._nan_row = torch.full_like(x, math.nan)
         return nan
 
-    def finish_statistics(self, raw: Tensor) -> Tensor:
-        """`STATISTICS` (..., 11) from `RAW_STATISTICS` (..., 11): one batch's, or a log
-        window's rows at once, in float32 (float64 stays float64)."""
-        (scale, theta_med, count, ln_b_sum, tilt, theta_sum, cos_sum, square_sum,
-         target_sum, target_square_sum, p_target_sum) = raw.unbind(-1)
-        others = count * max(self.num_classes - 1, 1)
-        mu = (cos_sum - target_sum) / others
-        second = (square_sum - target_square_sum) / others
+    def finish_statistics(self, rows: Tensor) -> Tensor:
+        """`STATISTICS` (..., 11) from `ROW_STATISTICS` rows (..., 8, N): one batch's
+        (8, N), or a log window's (steps, 8, N) at once, in float32 (float64 stays
+        float64). Columns with `labelled` = 0 count in nothing. Under torch.distributed
+        it gathers every rank's rows first (a collective: every rank calls it), so the
+        statistics are the global batch's."""
+        if _distributed():
+            rows = _gather_rows(rows)
+        (labelled, cos_target, ln_b, p_target, row_sum, row_square, tilted,
+         scale) = rows.unbind(-2)
+        valid = labelled > 0
+        count = labelled.sum(-1)
+        theta = torch.acos(cos_target.clamp(-1.0, 1.0))
+        theta_med = torch.where(valid, theta, math.nan).nanmedian(dim=-1).values
+        ln_b_valid = torch.where(valid, ln_b, -math.inf)
+        ln_b_sum = ln_b_valid.logsumexp(dim=-1)
+        # d ln B_avg / ds = Σ_i B_i m_i / Σ_i B_i (m_i row i's B-weighted mean cosine;
+        # NaN for a fixed scale, and so is the sum).
+        tilt = (torch.exp(ln_b_valid - ln_b_sum.unsqueeze(-1)) * tilted).sum(-1)
+        sums = torch.where(valid.unsqueeze(-2), torch.stack(
+            [theta, row_sum - cos_target, row_square - cos_target * cos_target, p_target],
+            dim=-2), 0.0).sum(-1)
+        theta_mean, mu, second, p_mean = (sums / count.unsqueeze(-1)).unbind(-1)
+        others = max(self.num_classes - 1, 1)
+        mu, second = mu / others, second / others
         ln_b_avg = ln_b_sum - count.log()
         var = (second - mu * mu).clamp(min=0.0)  # pooled over (i, k ≠ y_i)
         # d_eff / d_eff_min with d_eff_min = 2 k² ln(C-1) / (1 - k μ)², k = 1 / cos(min(π/4,
@@ -445,27 +437,24 @@ class CosineHead(nn.Module):
         slack = (1.0 - mu / cos_k).clamp(min=0.0)
         margin = slack * slack * cos_k * cos_k * self._inv_ln_c_minus_1 / (2.0 * var)
         finished = torch.stack([
-            scale, theta_med, theta_sum / count, mu, p_target_sum / count,
-            ln_b_avg, ln_b_avg * self._inv_ln_c_minus_1, var, 1.0 / var, margin,
-            tilt / cos_k,
+            scale[..., 0], theta_med, theta_mean, mu, p_mean, ln_b_avg,
+            ln_b_avg * self._inv_ln_c_minus_1, var, 1.0 / var, margin, tilt / cos_k,
         ], dim=-1)
         return finished if finished.dtype == torch.float64 else finished.float()
 
 
 class _BatchGeometry(NamedTuple):
-    """What both the statistics and the AdaCos update read from a batch, computed once.
+    """What dynamic AdaCos's update reads from a batch (and its statistics reuse).
     Rows with label -1 count in none of the reductions."""
 
     cos_target: Tensor  #: cos θ_i,y_i, (N,)
-    theta_rad: Tensor  #: θ_i,y_i, (N,)
     theta_med_rad: Tensor  #: lower median of θ over labelled rows (0-d; NaN if none)
     ln_b: Tensor  #: ln B_i = ln Σ_{k≠y_i} exp(s cos θ_ik) at the batch's starting s, (N,)
     ln_b_sum: Tensor  #: ln Σ_i B_i over labelled rows (0-d; -inf if none)
     count: Tensor  #: number of labelled rows (0-d, float)
-    #: Σ_i B_i m_i / Σ_i B_i (0-d), m_i = Σ_{k≠y_i} sim_ik B_ik / B_i the row's
-    #: B-weighted mean non-target cosine: d ln B_avg / ds (this rank's share under
-    #: torch.distributed); None for heads whose scale is fixed
-    tilt: Tensor | None
+    #: Σ_{k≠y_i} sim_ik B_ik / B_i: the mean non-target cosine weighted as in B_i,
+    #: which is d ln B_i / ds (N,)
+    tilted_cos: Tensor
 
 
 def _as_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -722,6 +711,21 @@ def _global_geometry(
     else:
         theta_med = median_sum / ranks_with_rows
     return theta_med, top + torch.log(sum_exp), total
+
+
+def _gather_rows(rows: Tensor) -> Tensor:
+    """Every rank's `ROW_STATISTICS` rows (..., 8, N_r), side by side along the
+    samples: the global batch's, the same on every rank. Ranks whose N_r differ (a
+    batch that lost corrupt samples) pad theirs with unlabelled columns."""
+    dist = torch.distributed
+    size = torch.tensor([rows.shape[-1]], device=rows.device)
+    dist.all_reduce(size, op=dist.ReduceOp.MAX)
+    pad = int(size) - rows.shape[-1]
+    if pad:
+        rows = F.pad(rows, (0, pad))  # zeros: `labelled` 0, so the columns count in nothing
+    gathered = [torch.empty_like(rows) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, rows.contiguous())
+    return torch.cat(gathered, dim=-1)
 
 
 class SoftmaxHead(CosineHead):

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from adastudy import checkpoint, distributed, evaluate
 from adastudy.data import PairSet, TrialData, build_trial_data
 from adastudy.errors import ParameterError
-from adastudy.heads import RAW_STATISTICS, STATISTICS, build_head, check_head_params
+from adastudy.heads import STATISTICS, build_head, check_head_params
 from adastudy.models import build_backbone
 from adastudy.spec import SET_METRIC_PREFIX, TrainSpec, TrialSpec
 
@@ -281,18 +281,17 @@ def _final_metrics(model: nn.Module, data: TrialData, flip: bool) -> dict[str, f
     return metrics
 
 
-#: What each step writes into its log-window row, on the device: the loss, the head's
-#: raw statistics and the count of correct predictions; and what a window's rows become
-#: when it closes (the head finishes the statistics of all its steps at once).
-_RAW_COLUMNS = ("loss", *RAW_STATISTICS, "train_accuracy")
+#: What a window's steps become when it closes: the loss, the head's statistics (the
+#: head finishes its per-sample rows of all the window's steps at once) and the count
+#: of correct predictions.
 _COLUMNS = ("loss", *STATISTICS, "train_accuracy")
 
 
 class _LogWindow:
-    """The steps of one log window, written on the device (one row per step: loss, the
-    head's raw statistics, correct predictions) and read by the host once per window,
-    after `finish` (the head's `finish_statistics`) has turned the raw statistics of
-    all its rows into `STATISTICS` in one go.
+    """The steps of one log window, written on the device and read by the host once
+    per window: each step's loss and correct count, and the head's per-sample
+    `ROW_STATISTICS`, which `finish` (the head's `finish_statistics`) turns into
+    `STATISTICS` for all the window's steps in one go when it closes.
 
     `close(step)` is the one host sync: it checks each step for divergence, notes the
     first steps below the θ_med levels and the scale clamps, and returns the window's
@@ -302,11 +301,15 @@ class _LogWindow:
 
     def __init__(self, train: TrainSpec, guards: _ScaleGuards, device: torch.device,
                  finish: Callable[[Tensor], Tensor], world: int = 1) -> None:
-        self.rows = torch.empty(train.log_every, len(_RAW_COLUMNS), device=device)
+        self.scalars = torch.empty(train.log_every, 2, device=device)  # loss, correct
+        #: (log_every, 8, width): the steps' head rows; a batch narrower than the
+        #: widest so far is padded with zeros (unlabelled columns, which count in
+        #: nothing). Allocated at the first step, as wide as its batch.
+        self.samples: Tensor | None = None
         self.finish = finish
         #: Ranks of the trial: the loss and the correct counts are summed over them at
-        #: each close (the statistics are the global batch's already), so every rank
-        #: reads the same window and they diverge, or not, together.
+        #: each close (the statistics gather the ranks' rows), so every rank reads the
+        #: same window and they diverge, or not, together.
         self.world = world
         self.levels_deg = train.theta_levels_deg
         self.first_below: dict[str, int | None] = {f"{d:g}": None for d in self.levels_deg}
@@ -320,30 +323,41 @@ class _LogWindow:
         self.diverged_reason: str | None = None
         self.diverged_by: str | None = None
 
-    def row(self) -> Tensor:
-        """The row of the next step (the step writes it, then calls `add`)."""
-        return self.rows[self.steps]
-
-    def add(self, samples: int) -> None:
+    def record(self, loss: Tensor, correct: Tensor, rows: Tensor, samples: int) -> None:
+        """Write one step on the device (no host sync): its loss, its count of correct
+        predictions, the head's `statistics_rows` and its batch's size (all ranks)."""
+        step, width = self.steps, rows.shape[-1]
+        torch.stack([loss.detach(), correct.to(loss.dtype)], out=self.scalars[step])
+        if self.samples is None or width > self.samples.shape[-1]:
+            grown = torch.zeros(self.scalars.shape[0], *rows.shape, device=rows.device,
+                                dtype=rows.dtype)
+            if self.samples is not None:
+                grown[..., : self.samples.shape[-1]] = self.samples
+            self.samples = grown
+        if width == self.samples.shape[-1]:
+            self.samples[step].copy_(rows)
+        else:
+            self.samples[step, :, :width].copy_(rows)
+            self.samples[step, :, width:].zero_()
         self.steps += 1
         self.sizes.append(samples)
 
     def full(self) -> bool:
-        return self.steps == self.rows.shape[0]
+        return self.steps == self.scalars.shape[0]
 
     def close(self, step: int, lr: float) -> dict[str, float] | None:
         """Read the window that ended at `step`; its means, or None when it was empty."""
         if not self.steps:
             return None
+        scalars = self.scalars[: self.steps]
         if self.world > 1:
-            block = self.rows[: self.steps]
-            summed = block[:, [0, -1]].contiguous()
+            summed = scalars.clone()
             torch.distributed.all_reduce(summed)
-            block[:, 0] = summed[:, 0] / self.world  # the mean of equal shards' means
-            block[:, -1] = summed[:, 1]
-        block = self.rows[: self.steps]
-        values = torch.cat([block[:, :1], self.finish(block[:, 1:-1]), block[:, -1:]],
-                           dim=1).tolist()
+            scalars = torch.stack([summed[:, 0] / self.world, summed[:, 1]], dim=1)  # the
+            # mean of equal shards' means; the correct counts' sum
+        assert self.samples is not None
+        statistics = self.finish(self.samples[: self.steps]).to(scalars.dtype)
+        values = torch.cat([scalars[:, :1], statistics, scalars[:, 1:]], dim=1).tolist()
         elapsed = time.perf_counter() - self.started
         self.train_time_s += elapsed
         first_step = step - self.steps + 1
@@ -605,11 +619,8 @@ def _run_trial(
                 scaler.step(optimizer)
                 scaler.update()
             scheduler.step()
-            with torch.no_grad():
-                torch.cat([loss.detach().view(1), head.raw_statistics,
-                           head.correct.view(1)], out=window.row())
+            window.record(loss, head.correct, head.statistics_rows, y.shape[0] * ranks.world)
             step += 1
-            window.add(y.shape[0] * ranks.world)
             if window.full() and not report(step):
                 state = "diverged"
                 break

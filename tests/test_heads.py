@@ -12,7 +12,14 @@ import torch.nn.functional as F
 
 from adastudy import theory
 from adastudy.errors import AdastudyError, ParameterError
-from adastudy.heads import DEFAULTS, HEAD_NAMES, SPREAD_STATISTICS, STATISTICS, build_head
+from adastudy.heads import (
+    DEFAULTS,
+    HEAD_NAMES,
+    ROW_STATISTICS,
+    SPREAD_STATISTICS,
+    STATISTICS,
+    build_head,
+)
 from adastudy.theory import min_stable_effective_dim
 
 PARAMS = {"normface": {"s": 12.0}, "cosface": {"s": 12.0, "m": 0.35},
@@ -256,24 +263,26 @@ def test_under_bfloat16_autocast_the_loss_and_statistics_stay_float32(head_name)
         assert cast.scale == pytest.approx(plain.scale, rel=1e-6)
 
 
-def test_a_windows_raw_rows_finish_to_each_steps_statistics(head_name):
-    # The trainer finishes a log window's raw rows at once: row by row, that must be
-    # each step's own statistics, whatever the other rows hold (NaN, no labels).
+def test_a_windows_rows_finish_to_each_steps_statistics(head_name):
+    # The trainer finishes a log window's rows at once, the narrower batches padded
+    # with zeros: row by row, that must be each step's own statistics, whatever the
+    # other steps hold (NaN, no labels, more samples).
     head = make(head_name, 40, 6)
-    raws, finished = [], []
-    for step in range(4):
-        x, y = batch(40, 6, 16, seed=step)
-        if step == 2:
+    rows, finished = [], []
+    for step, n in enumerate((16, 16, 11, 16)):
+        x, y = batch(40, 6, n, seed=step)
+        if step == 1:
             y[:] = -1  # a batch without labels: its statistics are NaN, not the others'
         head.loss(x.float(), y).backward()
-        raws.append(head.raw_statistics.clone())
+        assert head.statistics_rows.shape == (len(ROW_STATISTICS), n)
+        rows.append(torch.nn.functional.pad(head.statistics_rows, (0, 16 - n)))
         finished.append(head.statistics_vector)
-    window = head.finish_statistics(torch.stack(raws))
+    window = head.finish_statistics(torch.stack(rows))
     assert window.shape == (4, len(STATISTICS))
     for step in range(4):
         torch.testing.assert_close(window[step], finished[step], equal_nan=True)
-    assert torch.isnan(window[2, STATISTICS.index("theta_mean_rad")])
-    assert torch.isfinite(window[3, STATISTICS.index("theta_mean_rad")])
+    assert torch.isnan(window[1, STATISTICS.index("theta_mean_rad")])
+    assert torch.isfinite(window[2, STATISTICS.index("theta_mean_rad")])
 
 
 def test_two_losses_before_one_backward_fail_loudly_not_silently(head_name):
@@ -490,7 +499,7 @@ def test_statistics_are_device_tensors_and_can_be_switched_off(head_name):
     head(x.float(), y)
     assert set(head.statistics) == set(STATISTICS)
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in head.statistics.values())
-    head.raw_statistics = None
+    head.statistics_rows = None
     head.track_statistics = False
     head(x.float(), y)
     assert head.statistics == {}

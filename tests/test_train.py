@@ -152,6 +152,40 @@ def test_statistics_reported_are_the_heads_own(tiny_data):
     assert set(STATISTICS) <= set(rows[0])
 
 
+@pytest.mark.parametrize("name", ["cosface", "adacos-dynamic"])
+def test_a_log_windows_means_are_its_steps_statistics_whatever_their_widths(name):
+    # Batches of 9, then 12 (wider: the window's buffer grows), then 5 (padded): the
+    # window's means are the means of each step's own statistics, as the head finishes
+    # them one batch at a time.
+    from adastudy.heads import build_head
+
+    train = TrainSpec(epochs=1, log_every=3)
+    head = build_head(name, 30, 8).train()
+    window = train_module._LogWindow(train, train_module._ScaleGuards(train, head),
+                                     torch.device("cpu"), head.finish_statistics)
+    gen = torch.Generator().manual_seed(0)
+    losses, statistics, correct = [], [], 0
+    for n in (9, 12, 5):
+        x = torch.randn(n, 8, generator=gen, requires_grad=True)
+        y = torch.randint(0, 30, (n,), generator=gen)
+        y[0] = -1
+        loss = head.loss(x, y)
+        loss.backward()
+        window.record(loss, head.correct, head.statistics_rows, n)
+        losses.append(float(loss.detach()))
+        statistics.append(head.statistics_vector.tolist())
+        correct += int(head.correct)
+    means = window.close(3, lr=0.1)
+    assert means["loss"] == pytest.approx(sum(losses) / 3, rel=1e-6)
+    assert means["train_accuracy"] == pytest.approx(correct / 26)
+    for k, key in enumerate(STATISTICS):
+        values = [row[k] for row in statistics]
+        if all(math.isnan(v) for v in values):
+            assert math.isnan(means[key]), key
+        else:
+            assert means[key] == pytest.approx(sum(values) / 3, rel=1e-5, abs=1e-6), key
+
+
 def test_cli_train_prints_a_summary_and_json(tmp_path):
     spec = tmp_path / "tiny.toml"
     lines = ["[data]", *(f"{k} = {v}" for k, v in TINY_DATA.items()),
