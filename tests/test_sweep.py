@@ -90,9 +90,9 @@ def test_two_workers_share_the_grid_without_duplicates(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_finishes_each_point_once(tmp_path):
-    # Trials long enough (about half a second each) and polls short enough that the
+    # Trials long enough (a few tenths of a second each) and polls short enough that the
     # kill lands with some trials done and some not, however fast the loop gets.
-    spec_path = write_spec(tmp_path, epochs=40)
+    spec_path = write_spec(tmp_path, epochs=12)
     out = tmp_path / "run"
     command = [SCRIPT, "sweep", str(spec_path), "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
