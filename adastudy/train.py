@@ -353,8 +353,8 @@ class _LogWindow:
         if self.world > 1:
             summed = scalars.clone()
             torch.distributed.all_reduce(summed)
-            scalars = torch.stack([summed[:, 0] / self.world, summed[:, 1]], dim=1)  # the
-            # mean of equal shards' means; the correct counts' sum
+            # The mean of equal shards' mean losses; the sum of their correct counts.
+            scalars = torch.stack([summed[:, 0] / self.world, summed[:, 1]], dim=1)
         assert self.samples is not None
         statistics = self.finish(self.samples[: self.steps]).to(scalars.dtype)
         values = torch.cat([scalars[:, :1], statistics, scalars[:, 1:]], dim=1).tolist()
