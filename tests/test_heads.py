@@ -643,3 +643,38 @@ def test_with_equal_shards_every_statistic_is_the_global_batchs(tmp_path):
                                            equal_nan=True, msg=f"{name} step {step}")
                 torch.testing.assert_close(rank_logits, logits.detach()[shard],
                                            rtol=1e-6, atol=1e-6)
+
+
+def _unequal_shard_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    try:
+        out = {}
+        for name in ("normface", "cosface", "softmax"):
+            head = make(name, num_classes=30, dim=6, seed=0)
+            x, y = batch(num_classes=30, dim=6, n=7, seed=200)
+            shard = slice(0, 4) if rank == 0 else slice(4, 7)  # 4 rows and 3 rows
+            head(x[shard], y[shard])
+            out[name] = head.statistics_vector.clone()
+        torch.save(out, f"{out_dir}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_with_unequal_shards_the_statistics_still_gather_the_whole_batch(tmp_path):
+    """Ranks holding 4 and 3 rows of a batch: the narrower rank's rows are padded with
+    unlabelled columns before the gather, and every rank reads the whole batch's
+    statistics (fixed-scale heads, whose statistics do not depend on the update)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_unequal_shard_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for name in ("normface", "cosface", "softmax"):
+        head = make(name, num_classes=30, dim=6, seed=0)
+        x, y = batch(num_classes=30, dim=6, n=7, seed=200)
+        head(x, y)
+        for r in range(2):
+            torch.testing.assert_close(ranks[r][name], head.statistics_vector, rtol=1e-5,
+                                       atol=1e-6, equal_nan=True, msg=f"{name} rank {r}")
